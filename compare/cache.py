@@ -1,0 +1,120 @@
+"""A persistent generation cache: a re-run or a resumed run regenerates nothing.
+
+The key is a sha256 over everything that determines an output: the generator's identity
+(model fingerprint, adapter fingerprint, backend), the exact prompt and the decoding parameters.
+Entries are committed after every batch, so Ctrl-C loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from models.generation import Decoding, Generation, Generator, Prompt
+
+
+def cache_key(*parts: Any) -> str:
+    """sha256 of the canonical JSON of ``parts``."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class GenerationCache:
+    """sqlite table ``key -> JSON value``; safe to share across runs."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.commit()
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The cached values among ``keys``."""
+        found: dict[str, Any] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                part = list(keys[start:start + 500])
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(f"SELECT key, value FROM gen WHERE key IN ({marks})", part)
+                found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        """Store and commit ``key -> value`` pairs."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO gen VALUES (?, ?)",
+                                 [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()])
+            self._db.commit()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+class CachedGenerator:
+    """Wraps a ``Generator``; answers from the cache and generates only the misses."""
+
+    def __init__(self, inner: Generator, cache: GenerationCache, identity: dict[str, Any],
+                 batch_size: int = 8) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.identity = identity
+        self.batch_size = batch_size
+        self.name = inner.name
+
+    @property
+    def context_window(self) -> int:
+        """The wrapped generator's window."""
+        return self.inner.context_window
+
+    def count_tokens(self, text: str) -> int:
+        """The wrapped generator's token count."""
+        return self.inner.count_tokens(text)
+
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
+                 ) -> list[Generation]:
+        """Cached generations, generating the misses batch by batch (each batch committed)."""
+        params = dataclasses.asdict(decoding)
+        keys = [cache_key("gen", self.identity, p, params) for p in prompts]
+        found = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        self.cache.hits += len(keys) - len(missing)
+        self.cache.misses += len(missing)
+        for start in range(0, len(missing), self.batch_size):
+            idx = missing[start:start + self.batch_size]
+            outs = self.inner.generate([prompts[i] for i in idx], decoding)
+            fresh = {keys[i]: dataclasses.asdict(g) for i, g in zip(idx, outs, strict=True)}
+            self.cache.put_many(fresh)
+            found.update(fresh)
+        fresh_idx = set(missing)
+        return [_generation(found[k], i not in fresh_idx) for i, k in enumerate(keys)]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Cached continuation log-likelihoods."""
+        keys = [cache_key("ll", self.identity, c, x) for c, x in requests]
+        found = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            values = self.inner.loglikelihood([requests[i] for i in missing])
+            fresh = {keys[i]: v for i, v in zip(missing, values, strict=True)}
+            self.cache.put_many(fresh)
+            found.update(fresh)
+        return [float(found[k]) for k in keys]
+
+
+def _generation(value: dict[str, Any], cached: bool) -> Generation:
+    fields = {f.name for f in dataclasses.fields(Generation)}
+    gen = Generation(**{k: v for k, v in value.items() if k in fields})
+    gen.cached = cached  # type: ignore[attr-defined]
+    return gen

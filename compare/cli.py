@@ -1,0 +1,128 @@
+"""``compare``: base vs RAG vs fine-tuned vs both, on the same questions, with paired statistics.
+
+    compare run data/questions/brazil_history.jsonl                 # the embedded default
+    compare run q.jsonl --systems base,rag --model smollm2-135m-instruct --out runs/quick
+    compare run q.jsonl --config compare/experiments/two-models.yaml --judge http://127.0.0.1:8000/v1
+    compare report runs/demo            # re-render report.md / report.html
+    compare diff runs/demo runs/demo-2
+    compare rate runs/demo --export sheet.csv    # blind sheet for human raters
+    compare rate runs/demo --import sheet.csv    # fold scores back, agreement with the judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from compare.config import ExperimentConfig
+from models.cli_support import add_common_flags, run_cli, setup_logging
+from models.config import load_config
+from models.errors import UserError
+
+log = logging.getLogger("compare")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="answer, score and report")
+    run.add_argument("questions", nargs="*", type=Path, help="questions JSONL file(s)")
+    run.add_argument("--config", type=Path, help="experiment YAML")
+    run.add_argument("--systems", help="comma list of base,rag,finetuned,rag+finetuned")
+    run.add_argument("--model", help="model name (bundled, local dir or hub id)")
+    run.add_argument("--store", help="store dir for the RAG systems")
+    run.add_argument("--adapter", help="adapter dir for the finetuned systems")
+    run.add_argument("--retriever", choices=["dense", "bm25", "hybrid"])
+    run.add_argument("-k", type=int, help="passages retrieved")
+    run.add_argument("--out", type=Path, help="run dir (default runs/<timestamp>)")
+    run.add_argument("--limit", type=int, help="only the first N questions")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--max-new-tokens", type=int)
+    run.add_argument("--mc-mode", choices=["loglikelihood", "generate"])
+    run.add_argument("--judge", help="judge model name or OpenAI-compatible URL")
+    run.add_argument("--base-url", help="OpenAI-compatible server answering for every system")
+    run.add_argument("--load-in-4bit", action="store_true", default=None)
+    run.add_argument("--seed", type=int)
+    rep = sub.add_parser("report", help="re-render a run's report")
+    rep.add_argument("run", type=Path)
+    diff = sub.add_parser("diff", help="compare two runs")
+    diff.add_argument("run_a", type=Path)
+    diff.add_argument("run_b", type=Path)
+    rate = sub.add_parser("rate", help="human rating round trip")
+    rate.add_argument("run", type=Path)
+    group = rate.add_mutually_exclusive_group(required=True)
+    group.add_argument("--export", type=Path, help="write a blind, shuffled CSV sheet")
+    group.add_argument("--import", dest="import_", type=Path, help="read a filled sheet")
+    for sp in (run, rep, diff, rate):
+        add_common_flags(sp)
+    return p
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    overrides = {
+        "questions": tuple(str(q) for q in args.questions) or None,
+        "systems": tuple(args.systems.split(",")) if args.systems else None,
+        "models": (args.model,) if args.model else None, "store": args.store,
+        "adapters": {args.model or "*": args.adapter} if args.adapter else None,
+        "retriever": args.retriever, "k": args.k, "limit": args.limit,
+        "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        "mc_mode": args.mc_mode, "judge": args.judge, "base_url": args.base_url,
+        "load_in_4bit": args.load_in_4bit, "seed": args.seed,
+    }
+    return load_config(ExperimentConfig, args.config, **overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from compare.experiment import run
+
+    cfg = _config(args)
+    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run(cfg, out, progress=not args.quiet)
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    for verdict in results["verdicts"]:
+        print(f"- {verdict}")
+    print(f"report: {run_dir / 'report.html'}  (markdown: {run_dir / 'report.md'})")
+    return 0
+
+
+def _rate(args: argparse.Namespace) -> int:
+    from compare.experiment import export_ratings, import_ratings
+
+    if args.export:
+        n = export_ratings(args.run, args.export)
+        print(f"wrote {n} blind rows to {args.export}; fill the 1–5 columns, then "
+              f"`compare rate {args.run} --import {args.export}`")
+        return 0
+    summary = import_ratings(args.run, args.import_)
+    print(summary)
+    return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    if args.cmd == "run":
+        return _run(args)
+    if args.cmd == "rate":
+        return _rate(args)
+    from compare.report import diff_runs, render
+
+    for run in (args.run,) if args.cmd == "report" else (args.run_a, args.run_b):
+        if not (run / "results.json").is_file():
+            raise UserError(f"{run} is not a finished run dir (no results.json)")
+    if args.cmd == "report":
+        md, html = render(args.run)
+        print(f"report: {html}  (markdown: {md})")
+    else:
+        print(diff_runs(args.run_a, args.run_b))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    return run_cli(_main, argv)

@@ -1,0 +1,128 @@
+"""Glue for ``compare``: run an experiment with real systems, the semantic and judge passes,
+and the rating round trip on a finished run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compare.config import ExperimentConfig
+from compare.judge import judge_pairwise, judge_rubric
+from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
+from compare.report import read_run, render
+from compare.runner import run_experiment, write_results
+from compare.systems import SystemFactory
+from models.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def semantic_scorer(embedder_name: str) -> Callable[[list[dict[str, Any]]], None]:
+    """A pass adding ``semantic_sim`` (max cosine to a reference) to every open answer."""
+
+    def score(samples: list[dict[str, Any]]) -> None:
+        from models.embedders import load_embedder
+
+        todo = [s for s in samples if s.get("choice") is None and s["output"].strip()]
+        if not todo:
+            return
+        model = load_embedder(embedder_name)
+        refs = sorted({r for s in todo for r in s["references"]})
+        encode = {"normalize_embeddings": True, "batch_size": 32, "show_progress_bar": False}
+        ref_vecs = dict(zip(refs, model.encode(refs, **encode), strict=True))
+        outs = model.encode([s["output"] for s in todo], **encode)
+        for s, vec in zip(todo, outs, strict=True):
+            s["scores"]["semantic_sim"] = float(max(np.dot(vec, ref_vecs[r])
+                                                    for r in s["references"]))
+
+    return score
+
+
+def judge_scorer(judge: str, cfg: ExperimentConfig, columns: list[str],
+                 results_extra: dict[str, Any]) -> Callable[[list[dict[str, Any]]], None]:
+    """A pass adding the rubric scores, and pairwise A/B verdicts for every column pair."""
+
+    def score(samples: list[dict[str, Any]]) -> None:
+        from models.generation import make_generator
+
+        is_url = judge.startswith(("http://", "https://"))
+        gen = make_generator(judge if not is_url else "judge", base_url=judge if is_url else None,
+                             batch_size=cfg.batch_size)
+        failures = judge_rubric(samples, gen)
+        pairs = [judge_pairwise(samples, a, b, gen)
+                 for i, a in enumerate(columns) for b in columns[i + 1:]]
+        results_extra["judge"] = {"model": judge, "failures": failures, "pairwise": pairs,
+                                  "summary": _judge_summary(failures, pairs)}
+
+    return score
+
+
+def _judge_summary(failures: int, pairs: list[dict[str, Any]]) -> str:
+    parts = [f"{p['a']} vs {p['b']}: {p['a_wins']}–{p['b_wins']} ({p['ties']} ties, "
+             f"{p['inconsistent']} flipped with the order)" for p in pairs]
+    return "; ".join(parts) + f". Unparseable judge replies: {failures}."
+
+
+def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
+    """Run the experiment with the real systems; returns the run dir."""
+    factory = SystemFactory(cfg, progress=progress)
+    extra: dict[str, Any] = {}
+    scorers = [semantic_scorer(factory.embedder_name())]
+    if cfg.judge:
+        from compare.runner import columns_for
+
+        scorers.append(judge_scorer(cfg.judge, cfg, [c.label for c in columns_for(cfg)], extra))
+    try:
+        run_dir = run_experiment(cfg, out, factory.build, scorers)
+    finally:
+        factory.close()
+    if extra:
+        _merge_results(run_dir, extra)
+    return run_dir
+
+
+def _merge_results(run_dir: Path, extra: dict[str, Any]) -> None:
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results.update(extra)
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    render(run_dir)
+
+
+def _finished(run_dir: Path) -> None:
+    if not (run_dir / "results.json").is_file():
+        raise UserError(f"{run_dir} is not a finished run dir (no results.json)")
+
+
+def export_ratings(run_dir: Path, sheet: Path) -> int:
+    """Write the blind rating sheet for a finished run."""
+    _finished(run_dir)
+    _, samples = read_run(run_dir)
+    return export_sheet(samples, run_dir, sheet)
+
+
+def import_ratings(run_dir: Path, sheet: Path) -> str:
+    """Fold a filled sheet into the run's samples and results; returns a one-line summary."""
+    _finished(run_dir)
+    key_path = run_dir / KEY_FILE
+    if not key_path.is_file():
+        raise UserError(f"{run_dir} has no {KEY_FILE}: export a sheet first (--export)")
+    key = json.loads(key_path.read_text(encoding="utf-8"))
+    results, samples = read_run(run_dir)
+    n = fold_ratings(samples, read_sheet(sheet, key), key)
+    agree = agreement(samples)
+    cfg = ExperimentConfig(**{k: v for k, v in results["config"].items()})
+    write_results(cfg, run_dir, samples, {c: v.get("peak_rss_mb") for c, v in
+                                          results["latency"].items()},
+                  results["provenance"]["systems"], results.get("wall_s", 0.0))
+    summary = (f"{n} rated answers folded in; agreement with the judge: "
+               + (", ".join(f"{c}: rho={a['spearman']:.2f}, kappa={a['kappa_quadratic']:.2f}"
+                            for c, a in agree.items()) or "no judge scores to compare"))
+    _merge_results(run_dir, {"human": {"n": n, "agreement": agree, "summary": summary},
+                             **{k: results[k] for k in ("judge",) if k in results}})
+    return summary

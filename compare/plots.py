@@ -1,0 +1,87 @@
+"""Report figures (matplotlib, Agg): metric bars with CIs, per-question heatmap, latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BAR_METRICS = ("exact_match", "f1", "contains", "rougeL", "language_fidelity", "refusal",
+               "hit@k", "mc_accuracy")
+
+
+def metric_bars(results: dict[str, Any], out: Path) -> Path | None:
+    """Grouped bars: one group per metric, one bar per column, 95% CI whiskers."""
+    metrics = [m for m in BAR_METRICS if m in results["metrics"]]
+    columns = results["columns"]
+    if not metrics:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics)), 4))
+    width = 0.8 / max(len(columns), 1)
+    for i, col in enumerate(columns):
+        cis = [results["metrics"][m].get(col) for m in metrics]
+        means = [c["mean"] if c else np.nan for c in cis]
+        errs = np.array([[c["mean"] - c["low"], c["high"] - c["mean"]] if c else [0, 0]
+                         for c in cis]).T
+        ax.bar(np.arange(len(metrics)) + i * width, means, width, yerr=errs, capsize=3, label=col)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(columns) - 1) / 2, metrics, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean (95% bootstrap CI)")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def question_heatmap(samples: list[dict[str, Any]], columns: list[str], metric: str,
+                     out: Path) -> Path | None:
+    """Questions × columns, coloured by one metric."""
+    qids = sorted({s["question_id"] for s in samples if metric in s["scores"]})
+    if not qids:
+        return None
+    grid = np.full((len(qids), len(columns)), np.nan)
+    for s in samples:
+        if metric in s["scores"] and s["column"] in columns:
+            grid[qids.index(s["question_id"]), columns.index(s["column"])] = s["scores"][metric]
+    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(columns), 1 + 0.22 * len(qids)))
+    im = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1)
+    ax.set_xticks(range(len(columns)), columns, rotation=20)
+    ax.set_yticks(range(len(qids)), qids, fontsize=6)
+    ax.set_title(f"{metric} per question")
+    fig.colorbar(im, ax=ax)
+    return _save(fig, out)
+
+
+def latency_bars(results: dict[str, Any], out: Path) -> Path | None:
+    """Mean latency per answer for each column."""
+    lat = results.get("latency", {})
+    columns = [c for c in results["columns"] if c in lat]
+    if not columns:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(columns)), 3))
+    ax.bar(columns, [lat[c]["mean_s"] for c in columns], color="#4c72b0")
+    ax.set_ylabel("seconds per answer (generation)")
+    ax.tick_params(axis="x", rotation=20)
+    return _save(fig, out)
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def make_plots(results: dict[str, Any], samples: list[dict[str, Any]], plots_dir: Path
+               ) -> dict[str, str]:
+    """Write every figure into ``plots_dir``; returns ``name -> file name``."""
+    made = {
+        "metrics": metric_bars(results, plots_dir / "metrics.png"),
+        "heatmap": question_heatmap(samples, results["columns"], "f1", plots_dir / "heatmap.png"),
+        "latency": latency_bars(results, plots_dir / "latency.png"),
+    }
+    return {k: v.name for k, v in made.items() if v is not None}

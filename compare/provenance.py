@@ -1,0 +1,49 @@
+"""Provenance for results.json: code version, package versions, data and model hashes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from models.hashing import sha256_file
+from models.paths import REPO_ROOT
+
+PACKAGES = ("ragvsft", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate",
+            "sentence-transformers", "faiss-cpu", "datasets", "numpy", "scipy", "sacrebleu",
+            "rouge-score", "py3langid")
+
+
+def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Commit hash and whether the tree had uncommitted changes (``unknown`` outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def files_sha256(paths: list[str]) -> dict[str, str]:
+    """sha256 of each existing file."""
+    return {p: sha256_file(Path(p)) for p in paths if Path(p).is_file()}
+
+
+def environment() -> dict[str, str]:
+    """Python and platform."""
+    return {"python": platform.python_version(), "platform": platform.platform()}

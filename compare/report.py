@@ -1,0 +1,113 @@
+"""Run reports: ``report.md`` and a self-contained ``report.html`` from results + samples.
+
+All model and Wikipedia text reaches the HTML through Jinja2 autoescaping; figures are embedded
+as base64 data URIs, so the file can be mailed or attached to a paper's supplement as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from compare.plots import make_plots
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Load ``results.json`` and ``samples.jsonl`` of a run dir."""
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    with open(run_dir / "samples.jsonl", encoding="utf-8") as fh:
+        samples = [json.loads(line) for line in fh if line.strip()]
+    return results, samples
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(ci: dict[str, float] | None) -> str:
+    if not ci:
+        return "–"
+    return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def _md_cell(text: Any) -> str:
+    """One Markdown table cell: no pipes, newlines or raw HTML from model or wiki text."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+def per_question(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Samples grouped by question, in first-seen order, for the side-by-side table."""
+    groups: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        g = groups.setdefault(s["question_id"], {"id": s["question_id"], "question": s["question"],
+                                                 "answers": s["references"], "by_column": {}})
+        g["by_column"][s["column"]] = s
+    return list(groups.values())
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
+                             trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(ci=_ci, fmt=_fmt, md=_md_cell)
+    return env
+
+
+def _images(run_dir: Path, plots: dict[str, str], training: dict[str, str]) -> dict[str, str]:
+    files = {k: run_dir / "plots" / v for k, v in plots.items()}
+    files.update({k: Path(v) for k, v in training.items()})
+    return {k: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+            for k, p in files.items() if p.is_file()}
+
+
+def _training_curves(results: dict[str, Any]) -> dict[str, str]:
+    curves = {}
+    for adapter in results.get("provenance", {}).get("adapters", {}).values():
+        for name in ("loss", "lr"):
+            path = Path(adapter.get("path", "")) / f"{name}.png"
+            if path.is_file():
+                curves[f"train_{name}"] = str(path)
+    return curves
+
+
+def render(run_dir: Path) -> tuple[Path, Path]:
+    """(Re-)render plots, ``report.md`` and ``report.html`` of a run dir."""
+    results, samples = read_run(run_dir)
+    plots = make_plots(results, samples, run_dir / "plots")
+    context = {
+        "r": results, "questions": per_question(samples), "plots": plots,
+        "metric_names": list(results["metrics"]), "tags": results.get("by_tag", {}),
+    }
+    md = _env(False).get_template("report.md.j2").render(**context)
+    images = _images(run_dir, plots, _training_curves(results))
+    html = _env(True).get_template("report.html.j2").render(images=images, **context)
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    md_path.write_text(md, encoding="utf-8")
+    html_path.write_text(html, encoding="utf-8")
+    return md_path, html_path
+
+
+def diff_runs(a: Path, b: Path) -> str:
+    """A Markdown table of metric means in run A vs run B for the columns they share."""
+    ra, _ = read_run(a)
+    rb, _ = read_run(b)
+    rows = defaultdict(list)
+    for metric, by_col in ra["metrics"].items():
+        for col, ci in by_col.items():
+            other = rb["metrics"].get(metric, {}).get(col)
+            if other:
+                rows[col].append((metric, ci["mean"], other["mean"]))
+    lines = [f"| column | metric | {a.name} | {b.name} | Δ (B−A) |", "|---|---|---|---|---|"]
+    for col, items in rows.items():
+        lines += [f"| {col} | {m} | {x:.3f} | {y:.3f} | {y - x:+.3f} |" for m, x, y in items]
+    if len(lines) == 2:
+        return "The two runs share no (column, metric) pair."
+    return "\n".join(lines)

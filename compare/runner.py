@@ -1,0 +1,169 @@
+"""``compare run``: every column answers every question, samples are scored, results aggregated.
+
+Runs are never overwritten: an existing finished run dir gets a ``-2``, ``-3`` … sibling; an
+unfinished one (no ``results.json``, e.g. after Ctrl-C) is continued, and the generation cache
+makes the continued run regenerate nothing it had already generated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from compare import provenance
+from compare.aggregate import summarize
+from compare.config import ExperimentConfig
+from compare.memory import PeakRSS
+from compare.metrics import MetricInput, score_sample
+from compare.protocol import System, SystemAnswer
+from compare.questions import Question, load_questions
+from compare.report import render
+from models.config import config_dict, write_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One report column: a system under one model and one decoding."""
+
+    label: str
+    system: str
+    model: str
+    decoding: dict[str, Any]
+
+
+def columns_for(cfg: ExperimentConfig) -> list[Column]:
+    """model × decoding × system, labelled as briefly as stays unambiguous."""
+    cols = []
+    for model in cfg.models:
+        for dec in cfg.decodings:
+            for system in cfg.systems:
+                parts = [model] if len(cfg.models) > 1 else []
+                if len(cfg.decodings) > 1:
+                    parts.append(dec.get("name", dec.get("strategy", "greedy")))
+                cols.append(Column("/".join([*parts, system]), system, model, dict(dec)))
+    return cols
+
+
+def run_dir_for(out: Path) -> Path:
+    """The dir this run writes: ``out`` itself if new or unfinished, else a fresh sibling."""
+    if not out.exists() or not (out / "results.json").exists():
+        return out
+    n = 2
+    while (out.parent / f"{out.name}-{n}" / "results.json").exists():
+        n += 1
+    return out.parent / f"{out.name}-{n}"
+
+
+def score(answer: SystemAnswer, question: Question, uses_retrieval: bool) -> dict[str, float]:
+    """All applicable metrics for one answer."""
+    extra = {"choice": answer.choice} if answer.choice is not None else {}
+    titles = tuple(r.get("title", "") for r in answer.retrieved)
+    return score_sample(MetricInput(answer.output, question, titles, uses_retrieval, extra))
+
+
+def sample_record(col: Column, q: Question, ans: SystemAnswer, uses_retrieval: bool
+                  ) -> dict[str, Any]:
+    """One line of samples.jsonl."""
+    return {
+        "column": col.label, "system": col.system, "model": col.model, "decoding": col.decoding,
+        "question_id": q.id, "question": q.question, "references": list(q.answers),
+        "tags": list(q.tags), "lang": q.lang, "prompt": ans.prompt, "retrieved": ans.retrieved,
+        "output": ans.output, "choice": ans.choice, "choice_scores": ans.choice_scores,
+        "scores": score(ans, q, uses_retrieval), "latency_s": ans.latency_s,
+        "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
+        "cached": ans.cached,
+    }
+
+
+def _done(samples_path: Path) -> set[tuple[str, str]]:
+    if not samples_path.exists():
+        return set()
+    with open(samples_path, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return {(r["column"], r["question_id"]) for r in rows}
+
+
+def run_column(system: System, col: Column, questions: Sequence[Question], samples_path: Path,
+               batch_size: int) -> float:
+    """Answer the questions this column has not answered yet; append samples; return peak MB."""
+    done = _done(samples_path)
+    todo = [q for q in questions if (col.label, q.id) not in done]
+    with PeakRSS() as peak, open(samples_path, "a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            open_qs = [q for q in batch if not q.is_multiple_choice]
+            mc_qs = [q for q in batch if q.is_multiple_choice]
+            answers = (system.answer(open_qs) if open_qs else []) + (
+                system.choose(mc_qs) if mc_qs else [])
+            for q, ans in zip(open_qs + mc_qs, answers, strict=True):
+                record = sample_record(col, q, ans, system.uses_retrieval)
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+    return peak.mb
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path,
+                   build_system: Callable[[Column, ExperimentConfig], System],
+                   extra_scorers: Sequence[Callable[[list[dict[str, Any]]], None]] = ()) -> Path:
+    """Run every column, write samples/results/report into a run dir; return the dir."""
+    questions = load_questions([Path(p) for p in cfg.questions])[: cfg.limit or None]
+    run_dir = run_dir_for(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, run_dir / "config.yaml")
+    samples_path = run_dir / "samples.jsonl"
+    peaks, fingerprints, started = {}, {}, time.time()
+    for col in columns_for(cfg):
+        log.info("column %s: %d questions", col.label, len(questions))
+        system = build_system(col, cfg)
+        fingerprints[col.label] = system.fingerprint()
+        peaks[col.label] = run_column(system, col, questions, samples_path, cfg.batch_size)
+    samples = _read_samples(samples_path)
+    for scorer in extra_scorers:
+        scorer(samples)
+    write_results(cfg, run_dir, samples, peaks, fingerprints, time.time() - started)
+    render(run_dir)
+    return run_dir
+
+
+def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, Any]],
+                  peaks: dict[str, float], fingerprints: dict[str, Any], wall_s: float) -> None:
+    """Aggregate and write results.json (and rewrite samples with any added scores)."""
+    labels = [c.label for c in columns_for(cfg)]
+    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    results = {
+        "title": cfg.title, "run_name": run_dir.name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_s": wall_s, **summarize(samples, labels, peaks, cfg.seed),
+        "provenance": {
+            "git": provenance.git_state(), "versions": provenance.package_versions(),
+            "environment": provenance.environment(), "seed": cfg.seed,
+            "questions": provenance.files_sha256(list(cfg.questions)),
+            "systems": fingerprints, "adapters": _adapters(fingerprints),
+        },
+        "config": config_dict(cfg),
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
+                                          encoding="utf-8")
+
+
+def _adapters(fingerprints: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for fp in fingerprints.values():
+        adapter = fp.get("adapter")
+        if adapter:
+            out[adapter["path"]] = adapter
+    return out

@@ -1,0 +1,213 @@
+"""The adapter dir: its manifest, its prompt format, loading it checked, merging it, ``info``.
+
+``manifest.json`` records the base model (name + ``models.loading.model_fingerprint``), the
+prompt format, the resolved training config, the pairs file's sha256 and its leakage report,
+truncation counts, the training outcome, package versions and the creation time.
+``models.loading.load_model(base, adapter=DIR)`` refuses an adapter whose manifest names
+another base; ``adapter_prompt_format`` gives rag/compare the format to prompt it with.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import platform
+import resource
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetune.formats import Format, get_format
+from finetune.records import read_meta
+from models.config import config_dict
+from models.errors import UserError
+from models.hashing import sha256_file
+from models.loading import LoadOptions, load_model
+
+if TYPE_CHECKING:
+    from finetune.config import TrainConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
+            "ragvsft")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the training stack (``missing`` where absent)."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def base_model_record(name: str) -> dict[str, str]:
+    """Name, source kind, location and weights fingerprint of the base model."""
+    from models.loading import model_fingerprint_of, resolve
+
+    ref = resolve(name)
+    return {"name": name, "kind": ref.kind, "location": ref.location,
+            "fingerprint": model_fingerprint_of(ref)}
+
+
+def training_outcome(trainer: Any, result: Any, checkpoint: str | None) -> dict[str, Any]:
+    """Steps, runtime, first/last train and eval loss, peak memory."""
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    out = {"global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
+           "train_runtime_s": result.metrics.get("train_runtime"),
+           "train_loss": result.metrics.get("train_loss"),
+           "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+           "first_eval_loss": evals[0] if evals else None,
+           "last_eval_loss": evals[-1] if evals else None,
+           "resumed_from": checkpoint, "peak_rss_mb": _peak_rss_mb()}
+    out.update(_cuda_peak())
+    return out
+
+
+def _peak_rss_mb() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+
+
+def _cuda_peak() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"device": "cpu"}
+    return {"device": torch.cuda.get_device_name(0),
+            "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+
+def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: dict[str, int],
+                   truncation: dict[str, Any], trainer: Any, result: Any,
+                   checkpoint: str | None, precision: str) -> dict[str, Any]:
+    """The adapter manifest (see the module docstring)."""
+    meta = read_meta(pairs_path)
+    leakage = meta.get("leakage") or {"enabled": False,
+                                      "note": "the pairs file has no .meta.json sidecar"}
+    return {
+        "format_version": 1,
+        "kind": "lora" if config.use_lora else "full",
+        "base_model": base_model_record(config.model),
+        "prompt_format": fmt.describe(),
+        "config": config_dict(config),
+        "resolved": {"precision": precision},
+        "pairs": {"path": str(pairs_path), "sha256": sha256_file(pairs_path), **counts,
+                  "meta": meta},
+        "leakage": leakage,
+        "truncation": truncation,
+        "training": training_outcome(trainer, result, checkpoint),
+        "versions": package_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` in the adapter dir."""
+    path = Path(out_dir) / MANIFEST
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def read_manifest(adapter_dir: str | Path) -> dict[str, Any]:
+    """The adapter's manifest; UserError when the folder is not one of ours."""
+    path = Path(adapter_dir).expanduser() / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{adapter_dir} has no {MANIFEST}; pass a folder written by "
+                        "`finetune train`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg})") from None
+
+
+def adapter_prompt_format(adapter_dir: str | Path) -> Format:
+    """The prompt format the adapter was trained with (apply it at inference)."""
+    fmt = read_manifest(adapter_dir).get("prompt_format") or {}
+    name = fmt.get("name") if isinstance(fmt, dict) else fmt
+    if not name:
+        raise UserError(f"{adapter_dir}/{MANIFEST} does not record a prompt format")
+    return get_format(str(name))
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model name recorded in the manifest."""
+    base = read_manifest(adapter_dir).get("base_model") or {}
+    name = base.get("name") if isinstance(base, dict) else base
+    if not name:
+        raise UserError(f"{adapter_dir}/{MANIFEST} does not name its base model")
+    return str(name)
+
+
+def load_adapter(adapter_dir: str | Path, model: str | None = None,
+                 options: LoadOptions = LoadOptions()
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base (``model`` or the manifest's) + adapter; another base than trained on is refused."""
+    manifest = read_manifest(adapter_dir)
+    name = model or adapter_base(adapter_dir)
+    if manifest.get("kind") in ("full", "merged"):
+        if model is not None:
+            raise UserError(f"{adapter_dir} is a complete model, not an adapter: "
+                            f"pass it as --model {adapter_dir}")
+        return load_model(str(adapter_dir), options)
+    return load_model(name, options, adapter=adapter_dir)
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Merge the LoRA weights into a FULL-PRECISION copy of the base and save it (safetensors).
+
+    The base is reloaded in ``dtype`` (float32 or bfloat16), never 4-bit: merging into nf4
+    weights would add the small LoRA delta to weights that are then re-quantized to 16 levels
+    per block, so most of the delta rounds away (and the dequantize/requantize round trip adds
+    its own error); the merged model would not reproduce base+adapter.
+    """
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"merge dtype must be float32, bfloat16 or float16, not {dtype!r}")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; merge into a new folder")
+    model, tokenizer = load_adapter(adapter_dir, options=LoadOptions(dtype=dtype))
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(out))
+    manifest = read_manifest(adapter_dir)
+    manifest.update({"kind": "merged", "merged_from": str(Path(adapter_dir).resolve()),
+                     "merge_dtype": dtype,
+                     "merged_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    write_manifest(out, manifest)
+    log.info("merged %s into %s (%s)", adapter_dir, out, dtype)
+    return out
+
+
+def adapter_info(adapter_dir: str | Path) -> dict[str, Any]:
+    """A short summary of the manifest for ``finetune info``."""
+    m = read_manifest(adapter_dir)
+    training, base = m.get("training") or {}, m.get("base_model") or {}
+    leakage = m.get("leakage") or {}
+    return {
+        "adapter": str(adapter_dir), "kind": m.get("kind"),
+        "base_model": base.get("name"), "base_fingerprint": base.get("fingerprint"),
+        "prompt_format": (m.get("prompt_format") or {}).get("name"),
+        "created_at": m.get("created_at"),
+        "steps": training.get("global_step"), "first_loss": training.get("first_loss"),
+        "last_loss": training.get("last_loss"), "last_eval_loss": training.get("last_eval_loss"),
+        "pairs_sha256": (m.get("pairs") or {}).get("sha256"),
+        "pairs": {k: (m.get("pairs") or {}).get(k) for k in ("train", "validation")},
+        "leakage_filter": ("on" if leakage.get("enabled") else "off")
+        + (f" (threshold {leakage.get('threshold')}, dropped {leakage.get('dropped')})"
+           if leakage.get("enabled") else ""),
+        "truncated": {k: (m.get("truncation") or {}).get(k, {}).get("truncated")
+                      for k in ("train", "validation")},
+        "versions": m.get("versions"),
+    }

@@ -1,0 +1,222 @@
+"""``finetune``: instruction pairs, QLoRA training, adapter info and merge.
+
+    finetune pairs --store ~/.cache/ragvsft/stores/sample --out pairs.jsonl \\
+        --exclude-questions data/questions/brazil_history.jsonl
+    finetune train --config cpu-demo --pairs pairs.jsonl --out ~/.cache/ragvsft/adapters/cpu-demo
+    finetune info ~/.cache/ragvsft/adapters/cpu-demo
+    finetune merge ~/.cache/ragvsft/adapters/cpu-demo --out merged/
+
+Pairs files are ONE JSONL (``instruction``, ``input``, ``output``, ``source``, ``kind``,
+``split`` = train | validation, split by article) plus a ``<name>.meta.json`` sidecar with the
+counts and the leakage filter's report, which the adapter manifest copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.cli_support import add_common_flags, run_cli, setup_logging
+
+MERGE_HELP = ("merge the adapter into a full-precision (fp32/bf16) copy of its base and save it "
+              "as safetensors; never into 4-bit weights, where re-quantization rounds most of the "
+              "LoRA delta away")
+
+
+def _pairs_parser(sub: argparse._SubParsersAction) -> None:
+    from finetune.leakage import DEFAULT_THRESHOLD
+    from models.paths import default_store_dir
+
+    p = sub.add_parser("pairs", help="make instruction pairs from a store's articles")
+    p.add_argument("--store", type=Path, default=default_store_dir(), help="store dir")
+    p.add_argument("--out", type=Path, required=True, help="pairs JSONL to write")
+    p.add_argument("--exclude-questions", type=Path,
+                   help="questions JSONL: drop pairs restating any of them (leakage control)")
+    p.add_argument("--leakage-threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="token-set similarity at or above which a pair is dropped (default "
+                        "%(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of ARTICLES whose pairs go to validation (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the by-article split")
+    p.add_argument("--templates", help="comma list of templates (default: all: lead,summary,"
+                                       "dates,facts,sections)")
+    p.add_argument("--max-pages", type=int, help="use only the first N articles")
+    p.add_argument("--generator", help="model writing extra QA pairs from chunks (optional)")
+    p.add_argument("--gen-per-chunk", type=int, default=0, help="QA pairs asked per chunk")
+    p.add_argument("--gen-max-chunks", type=int, default=200, help="chunks given to the generator")
+    add_common_flags(p)
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    from finetune.importers import IMPORTERS
+
+    p = sub.add_parser("import", help="convert an Alpaca/Dolly/Guanaco/JSONL dataset to pairs")
+    p.add_argument("file", type=Path)
+    p.add_argument("--format", required=True, choices=IMPORTERS.names())
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--val-fraction", type=float,
+                   help="validation share, by hash of source/instruction (default 0.1; a jsonl "
+                        "file keeps its own split unless given)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude-questions", type=Path, help="questions JSONL (leakage control)")
+    p.add_argument("--leakage-threshold", type=float, default=None)
+    add_common_flags(p)
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from finetune.formats import FORMATS
+
+    p = sub.add_parser("train", help="QLoRA fine-tuning with trl's SFTTrainer")
+    p.add_argument("--pairs", type=Path, required=True, help="pairs JSONL")
+    p.add_argument("--out", type=Path, required=True, help="adapter dir to write")
+    p.add_argument("--config", help="preset name (see `finetune presets`) or YAML file")
+    p.add_argument("--model", help="base model: bundled name, local folder or hub id")
+    p.add_argument("--format", choices=FORMATS.names(), help="prompt format")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--packing", action="store_true", default=None, help="pack short examples")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    add_common_flags(p)
+
+
+def _other_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help=MERGE_HELP, description=MERGE_HELP)
+    p.add_argument("adapter", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    add_common_flags(p)
+    p = sub.add_parser("info", help="summary of an adapter's manifest")
+    p.add_argument("adapter", type=Path)
+    p.add_argument("--check", metavar="MODEL", nargs="?", const="",
+                   help="also load it (on MODEL, default its own base) to check it fits")
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+    add_common_flags(p)
+    add_common_flags(sub.add_parser("presets", help="list the training presets"))
+    add_common_flags(sub.add_parser("formats", help="list the prompt formats"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``finetune`` argument parser."""
+    parser = argparse.ArgumentParser(prog="finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_pairs_parser, _import_parser, _train_parser, _other_parsers):
+        add(sub)
+    return parser
+
+
+def _cmd_pairs(args: argparse.Namespace) -> int:
+    from finetune.pairs import PairsConfig, make_pairs
+
+    fields = {"val_fraction": args.val_fraction, "seed": args.seed,
+              "leakage_threshold": args.leakage_threshold, "generator": args.generator,
+              "gen_per_chunk": args.gen_per_chunk, "gen_max_chunks": args.gen_max_chunks,
+              "max_pages": args.max_pages}
+    if args.templates:
+        fields["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
+    meta = make_pairs(args.store, args.out, PairsConfig(**fields), args.exclude_questions,
+                      progress=not args.quiet)
+    _print_counts(args.out, meta)
+    return 0
+
+
+def _print_counts(out: Path, meta: dict) -> None:
+    counts, leak = meta["counts"], meta["leakage"]
+    print(f"wrote {counts['pairs']} pairs to {out} ({counts['train']} train, "
+          f"{counts['validation']} validation)")
+    if leak.get("enabled"):
+        print(f"leakage filter: dropped {leak['dropped']} pairs restating "
+              f"{len(leak['by_question'])} of {leak['n_questions']} questions "
+              f"(threshold {leak['threshold']})")
+    else:
+        print("leakage filter: off (pass --exclude-questions to drop pairs restating questions)")
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from finetune.importers import import_pairs
+    from finetune.leakage import DEFAULT_THRESHOLD, filter_pairs
+    from finetune.pairs import pairs_meta
+    from finetune.records import write_meta, write_pairs
+
+    pairs, _ = import_pairs(args.file, args.format, args.val_fraction, args.seed)
+    threshold = args.leakage_threshold or DEFAULT_THRESHOLD
+    kept, leakage = filter_pairs(pairs, args.exclude_questions, threshold)
+    config = {"imported_from": str(args.file), "format": args.format,
+              "val_fraction": args.val_fraction, "seed": args.seed}
+    meta = pairs_meta(kept, config, {"imported": len(pairs)}, leakage.to_dict())
+    write_pairs(kept, args.out)
+    write_meta(args.out, meta)
+    _print_counts(args.out, meta)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from finetune.config import train_config
+    from finetune.train import train
+
+    config = train_config(args.config, model=args.model, format=args.format,
+                          max_steps=args.max_steps, seed=args.seed, packing=args.packing)
+    manifest = train(config, args.pairs, args.out, resume=args.resume,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    t = manifest["training"]
+    print(f"adapter written to {args.out}: {t['global_step']} steps in "
+          f"{t['train_runtime_s']:.0f}s, loss {t['first_loss']} -> {t['last_loss']}, "
+          f"eval loss {t['first_eval_loss']} -> {t['last_eval_loss']}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from finetune.adapter import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, args.dtype)
+    print(f"merged model written to {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from finetune.adapter import adapter_info, load_adapter, read_manifest
+
+    data = read_manifest(args.adapter) if args.json else adapter_info(args.adapter)
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    if args.check is not None:
+        load_adapter(args.adapter, model=args.check or None)
+        print(f"ok: the adapter loads on {args.check or 'its base model'}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.command == "presets":
+        from finetune.config import PRESETS_DIR, preset_names
+
+        for name in preset_names():
+            head = (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
+            print(f"{name:24s} {head.lstrip('# ')}")
+    else:
+        from finetune.formats import FORMATS
+
+        for name, fmt in FORMATS.items():
+            print(f"{name:10s} {fmt.description}")
+    return 0
+
+
+COMMANDS = {"pairs": _cmd_pairs, "import": _cmd_import, "train": _cmd_train,
+            "merge": _cmd_merge, "info": _cmd_info, "presets": _cmd_list, "formats": _cmd_list}
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    return COMMANDS[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

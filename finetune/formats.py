@@ -1,0 +1,129 @@
+"""Prompt formats as a registry: how an (instruction, input, output) triple becomes text.
+
+The same ``Format`` serves training and inference. At training time ``dataset.py`` tokenizes
+``prompt`` and ``completion`` separately (loss on the completion only) and appends the tokenizer's
+EOS token id; at inference ``inference_prompt`` gives exactly the prompt the model was trained on,
+in the form ``models.generation.Generator.generate`` takes (plain text, or chat messages rendered
+with the tokenizer's chat template). The adapter's ``manifest.json`` records the format's name, and
+``finetune.adapter.adapter_prompt_format`` looks it up again.
+
+BOS is never written into the text: the tokenizer adds it (Llama's ``<s>``), exactly as the
+generator does for a plain-text prompt; so ``llama2`` renders ``[INST] q [/INST] a </s>`` and
+tokenizes to the published ``<s>[INST] q [/INST] a </s>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from models.errors import UserError
+from models.registry import Registry
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+PromptFn = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A prompt format: prompt text, the completion's prefix and end marker, stop strings."""
+
+    name: str
+    description: str
+    build: PromptFn | None  # (instruction, input) -> prompt text; None for the chat template
+    answer_prefix: str = " "
+    eos_separator: str = ""  # between the answer and the EOS marker in ``render``
+    default_eos: str = "</s>"  # written by ``render`` when no tokenizer is given
+    stop: tuple[str, ...] = ()  # strings that start a new turn: cut generations there
+
+    @property
+    def uses_chat_template(self) -> bool:
+        """True for the tokenizer's own chat template (prompt given as chat messages)."""
+        return self.build is None
+
+    def messages(self, instruction: str, input: str = "") -> list[dict[str, str]]:
+        """The prompt as one user turn (what the chat format sends to the chat template)."""
+        return [{"role": "user", "content": join_input(instruction, input)}]
+
+    def prompt(self, instruction: str, input: str = "",
+               tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        """The text the model reads before its answer (no BOS: the tokenizer adds it)."""
+        if self.build is not None:
+            return self.build(instruction.strip(), input.strip())
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise UserError(f"prompt format {self.name!r} needs a tokenizer with a chat template; "
+                            "pick --format llama2, mistral or alpaca for a base model")
+        return str(tokenizer.apply_chat_template(self.messages(instruction, input),
+                                                 tokenize=False, add_generation_prompt=True))
+
+    def inference_prompt(self, instruction: str, input: str = "") -> str | list[dict[str, str]]:
+        """The prompt for ``Generator.generate``: text, or chat messages for the chat format."""
+        if self.build is None:
+            return self.messages(instruction, input)
+        return self.prompt(instruction, input)
+
+    def completion(self, output: str) -> str:
+        """The answer text as trained (its prefix included; EOS is appended as a token id)."""
+        return self.answer_prefix + output.strip()
+
+    def render(self, instruction: str, input: str = "", output: str | None = None,
+               tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        """Prompt only (``output=None``, for inference), or the full example with its EOS text."""
+        text = self.prompt(instruction, input, tokenizer)
+        if output is None:
+            return text
+        eos = tokenizer.eos_token if tokenizer is not None and tokenizer.eos_token else None
+        return text + self.completion(output) + self.eos_separator + (eos or self.default_eos)
+
+    def describe(self) -> dict[str, Any]:
+        """What the adapter manifest records about the format."""
+        return {"name": self.name, "description": self.description,
+                "uses_chat_template": self.uses_chat_template,
+                "answer_prefix": self.answer_prefix, "stop": list(self.stop)}
+
+
+def join_input(instruction: str, input: str) -> str:
+    """Instruction, then the optional input after a blank line."""
+    instruction, input = instruction.strip(), input.strip()
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+FORMATS: Registry[Format] = Registry("prompt format")
+
+FORMATS.add("llama2", Format(
+    name="llama2", description="Llama-2 instruction format: <s>[INST] … [/INST] … </s>",
+    build=lambda i, x: f"[INST] {join_input(i, x)} [/INST]",
+    eos_separator=" ", stop=("[INST]",)))
+
+FORMATS.add("mistral", Format(
+    name="mistral", description="Guanaco-style turns: ###Human: … ###Assistant: …",
+    build=lambda i, x: f"###Human: {join_input(i, x)} ###Assistant:",
+    stop=("###Human:", "### Human:")))
+
+ALPACA_HEADER = ("Below is an instruction that describes a task{ctx}. "
+                 "Write a response that appropriately completes the request.")
+
+
+def _alpaca(instruction: str, input: str) -> str:
+    if input:
+        header = ALPACA_HEADER.format(ctx=", paired with an input that provides further context")
+        return (f"{header}\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n"
+                "### Response:\n")
+    return f"{ALPACA_HEADER.format(ctx='')}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+FORMATS.add("alpaca", Format(
+    name="alpaca", description="Stanford Alpaca: ### Instruction / ### Input / ### Response",
+    build=_alpaca, answer_prefix="", stop=("### Instruction:",)))
+
+FORMATS.add("chat", Format(
+    name="chat", description="the tokenizer's own chat template (one user turn, one answer)",
+    build=None, answer_prefix="", default_eos=""))
+
+
+def get_format(name: str) -> Format:
+    """The registered format ``name`` (UserError with close matches otherwise)."""
+    return FORMATS.get(name)

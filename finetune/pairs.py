@@ -1,0 +1,228 @@
+"""Instruction pairs from a store: templates (+ optional generator QA), limits, dedup, leakage, split.
+
+Output: ONE pairs JSONL whose rows carry ``split`` = ``train`` | ``validation``; the split is by
+article (sha256 of ``seed:title`` as a fraction below ``val_fraction``), so no article has pairs
+on both sides. Beside it, ``<name>.meta.json`` records the counts, the config, the split rule,
+the leakage filter (on/off, threshold, questions sha256, drops) and the source store; adapter
+manifests copy it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from finetune.genqa import ChunkText, generated_pairs
+from finetune.leakage import DEFAULT_THRESHOLD, filter_pairs
+from finetune.records import Pair, split_of, write_meta, write_pairs
+from finetune.templates import TEMPLATES, Limits, PageRecord, page_pairs
+from finetune.text import clip, fold, squash
+from models.config import config_dict
+from models.errors import UserError
+
+if TYPE_CHECKING:
+    from models.generation import Generator
+
+log = logging.getLogger(__name__)
+
+Item = tuple[str, Pair]  # (article title, pair): the title decides the split
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """How pairs are made from a store."""
+
+    templates: tuple[str, ...] = ("lead", "summary", "dates", "facts", "sections")
+    max_instruction_chars: int = 300
+    max_input_chars: int = 2000
+    max_output_chars: int = 1200
+    min_output_chars: int = 2
+    max_fact_chars: int = 200
+    max_section_pairs: int = 4
+    val_fraction: float = 0.1
+    seed: int = 0
+    leakage_threshold: float = DEFAULT_THRESHOLD
+    generator: str | None = None
+    gen_per_chunk: int = 0
+    gen_max_chunks: int = 200
+    max_pages: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        for name in self.templates:
+            TEMPLATES.get(name)
+        if self.gen_per_chunk < 0 or (self.gen_per_chunk and not self.generator):
+            raise UserError("--gen-per-chunk needs --generator MODEL (and a count >= 0)")
+
+    def limits(self) -> Limits:
+        """The per-template limits."""
+        return Limits(max_output_chars=self.max_output_chars, max_fact_chars=self.max_fact_chars,
+                      max_section_pairs=self.max_section_pairs)
+
+
+def store_pages(store: Any) -> Iterator[PageRecord]:
+    """Articles of an ``ingest.store.Store``: page rows joined with their chunks' sections.
+
+    Chunks are read in row order and grouped by page id; each section contributes its first
+    chunk (chunks overlap, so concatenating them would repeat text).
+    """
+    pages = {int(p["page_id"]): p for p in store.pages()}
+    seen: set[int] = set()
+    for page_id, group in itertools.groupby(store.iter_chunks(), key=lambda c: c.page_id):
+        sections: dict[str, str] = {}
+        for chunk in group:
+            sections.setdefault(chunk.section or "", chunk.text)
+        row = pages.get(int(page_id))
+        if row is None or page_id in seen:
+            continue
+        seen.add(page_id)
+        yield _record(row, tuple(sections.items()))
+    for page_id, row in pages.items():  # pages without chunks still have a lead
+        if page_id not in seen:
+            yield _record(row, ())
+
+
+def _record(row: dict[str, Any], sections: tuple[tuple[str, str], ...]) -> PageRecord:
+    infobox = row.get("infobox") or {}
+    return PageRecord(page_id=int(row["page_id"]), title=str(row["title"]),
+                      lead=str(row.get("lead") or ""),
+                      infobox=infobox if isinstance(infobox, dict) else {}, sections=sections)
+
+
+def store_chunks(store: Any) -> Iterator[ChunkText]:
+    """The store's chunks as the generator reads them."""
+    for chunk in store.iter_chunks():
+        yield ChunkText(chunk_id=chunk.chunk_id, title=chunk.title, text=chunk.text)
+
+
+def template_items(pages: Iterable[PageRecord], config: PairsConfig, counts: Counter[str],
+                   progress: bool = True) -> list[Item]:
+    """Template pairs of every article (``max_pages`` first ones when set)."""
+    items: list[Item] = []
+    limits = config.limits()
+    chosen = itertools.islice(pages, config.max_pages) if config.max_pages else pages
+    for page in tqdm(chosen, desc="pairs from articles", unit="page", disable=not progress):
+        counts["pages"] += 1
+        items.extend((page.title, pair) for pair in page_pairs(page, limits, config.templates))
+    return items
+
+
+def clean_items(items: Sequence[Item], config: PairsConfig, counts: Counter[str]) -> list[Item]:
+    """Length limits (clip outputs, drop over-long prompts and empty answers) and de-duplication."""
+    out: list[Item] = []
+    seen: set[tuple[str, str]] = set()
+    for title, pair in items:
+        pair = dataclasses.replace(pair, instruction=squash(pair.instruction),
+                                   input=pair.input.strip(), output=pair.output.strip())
+        reason = _length_problem(pair, config)
+        if reason:
+            counts[f"dropped_{reason}"] += 1
+            continue
+        if len(pair.output) > config.max_output_chars:
+            counts["clipped_output"] += 1
+            pair = dataclasses.replace(pair, output=clip(pair.output, config.max_output_chars))
+        key = (fold(pair.instruction), fold(squash(pair.input)))
+        if key in seen:
+            counts["dropped_duplicate"] += 1
+            continue
+        seen.add(key)
+        out.append((title, pair))
+    return out
+
+
+def _length_problem(pair: Pair, config: PairsConfig) -> str | None:
+    if len(pair.instruction) > config.max_instruction_chars:
+        return "instruction_too_long"
+    if len(pair.input) > config.max_input_chars:
+        return "input_too_long"
+    if len(pair.output) < config.min_output_chars:
+        return "output_too_short"
+    return None
+
+
+def assign_splits(items: Iterable[Item], config: PairsConfig) -> list[Pair]:
+    """Each pair takes its article's split (deterministic in title and seed)."""
+    return [dataclasses.replace(pair, split=split_of(title, config.val_fraction, config.seed))
+            for title, pair in items]
+
+
+def build_pairs(pages: Iterable[PageRecord], config: PairsConfig,
+                questions: Path | None = None, generator: Generator | None = None,
+                chunks: Iterable[ChunkText] = (), progress: bool = True
+                ) -> tuple[list[Pair], dict[str, Any]]:
+    """The whole recipe on page records; returns the pairs and the meta record."""
+    counts: Counter[str] = Counter()
+    items = template_items(pages, config, counts, progress)
+    if generator is not None and config.gen_per_chunk > 0:
+        items += generated_pairs(chunks, generator, config.gen_per_chunk, config.gen_max_chunks)
+    counts.update(f"candidates_{pair.kind}" for _, pair in items)
+    items = clean_items(items, config, counts)
+    titles = {id(pair): title for title, pair in items}
+    kept, leakage = filter_pairs([p for _, p in items], questions, config.leakage_threshold)
+    pairs = assign_splits(((titles[id(p)], p) for p in kept), config)
+    if not pairs:
+        raise UserError("no instruction pairs were made (empty store, or everything was "
+                        "filtered); check the store and the --exclude-questions threshold")
+    meta = pairs_meta(pairs, config, dict(counts), leakage.to_dict())
+    if generator is not None:
+        meta["generator"] = {"name": generator.name, "per_chunk": config.gen_per_chunk,
+                             "max_chunks": config.gen_max_chunks}
+    return pairs, meta
+
+
+def pairs_meta(pairs: Sequence[Pair], config: Any, counts: dict[str, int],
+               leakage: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar record: counts by split and kind, config, split rule, leakage."""
+    splits = Counter(p.split for p in pairs)
+    return {
+        "format_version": 1,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "layout": "one JSONL; field 'split' is 'train' or 'validation'",
+        "counts": {"pairs": len(pairs), "train": splits["train"],
+                   "validation": splits["validation"],
+                   "by_kind": dict(sorted(Counter(p.kind for p in pairs).items())), **counts},
+        "split": {"by": "article", "rule": "sha256(f'{seed}:{title}') / 2**256 < val_fraction",
+                  "val_fraction": getattr(config, "val_fraction", 0.0),
+                  "seed": getattr(config, "seed", 0)},
+        "leakage": leakage,
+        "config": config_dict(config) if dataclasses.is_dataclass(config) else dict(config),
+    }
+
+
+def make_pairs(store_dir: Path, out: Path, config: PairsConfig,
+               questions: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """``finetune pairs``: read the store, build, write ``out`` and its ``.meta.json``."""
+    from ingest.store import Store
+
+    store = Store.open(store_dir)
+    try:
+        generator = _generator(config, progress)
+        pairs, meta = build_pairs(store_pages(store), config, questions, generator,
+                                  store_chunks(store) if generator else (), progress)
+        meta["store"] = {"path": str(store_dir), "source": store.manifest.get("source"),
+                         "counts": store.manifest.get("counts")}
+    finally:
+        store.close()
+    write_pairs(pairs, out)
+    write_meta(out, meta)
+    log.info("wrote %d pairs (%d train, %d validation) to %s", len(pairs),
+             meta["counts"]["train"], meta["counts"]["validation"], out)
+    return meta
+
+
+def _generator(config: PairsConfig, progress: bool) -> Generator | None:
+    if not config.generator or config.gen_per_chunk <= 0:
+        return None
+    from models.generation import make_generator
+
+    return make_generator(config.generator, progress=progress)

@@ -1,0 +1,160 @@
+"""The pairs JSONL contract: one instruction pair a line, read with every bad line reported.
+
+Fields: ``instruction``, ``input`` (may be empty), ``output``, ``source`` (page title or chunk
+id), plus ``split`` (``train`` | ``validation``, missing means train) and ``kind`` (which
+template or importer made the pair).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import UserError
+
+SPLITS = ("train", "validation")
+REQUIRED = ("instruction", "output")
+MAX_LISTED_REASONS = 5
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One instruction pair."""
+
+    instruction: str
+    input: str
+    output: str
+    source: str = ""
+    split: str = "train"
+    kind: str = ""
+
+    def to_json(self) -> str:
+        """One JSONL line (UTF-8 kept readable)."""
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def pair_from_dict(obj: Any) -> Pair:
+    """Validate one decoded line; ``ValueError`` says what is wrong with it."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    for key in REQUIRED:
+        if not isinstance(obj.get(key), str) or not obj[key].strip():
+            raise ValueError(f"missing or empty {key!r}")
+    for key in ("input", "source", "split", "kind"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ValueError(f"{key!r} is not a string")
+    split = obj.get("split") or "train"
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    return Pair(instruction=obj["instruction"], input=obj.get("input") or "",
+                output=obj["output"], source=obj.get("source") or "", split=split,
+                kind=obj.get("kind") or "")
+
+
+def compact_ranges(numbers: Iterable[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"`` (every number listed, in little space)."""
+    out: list[str] = []
+    run: list[int] = []
+    for n in sorted(set(numbers)):
+        if run and n == run[-1] + 1:
+            run.append(n)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [n]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
+def bad_lines_error(path: Path, bad: dict[int, str], unit: str = "line") -> UserError:
+    """One message naming every bad line number and the first few reasons."""
+    reasons = "; ".join(f"{unit} {n}: {why}" for n, why in sorted(bad.items())[:MAX_LISTED_REASONS])
+    more = "" if len(bad) <= MAX_LISTED_REASONS else f"; … ({len(bad)} in all)"
+    return UserError(f"{path}: {len(bad)} bad {unit}s ({unit}s {compact_ranges(bad)}): "
+                     f"{reasons}{more}. Fix or remove them and run again.")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
+    """(line number, decoded object or the decoding error) for each non-blank line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, ValueError(f"not valid JSON ({exc.msg})")
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """All pairs of a pairs JSONL; any bad line makes one ``UserError`` listing all of them."""
+    pairs: list[Pair] = []
+    bad: dict[int, str] = {}
+    for number, obj in iter_jsonl(path):
+        try:
+            if isinstance(obj, ValueError):
+                raise obj
+            pairs.append(pair_from_dict(obj))
+        except ValueError as exc:
+            bad[number] = str(exc)
+    if bad:
+        raise bad_lines_error(Path(path), bad)
+    return pairs
+
+
+def write_pairs(pairs: Iterable[Pair], path: Path) -> int:
+    """Write pairs as JSONL (atomically: a temp file renamed); returns how many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for pair in pairs:
+            fh.write(pair.to_json() + "\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def split_of(key: str, val_fraction: float, seed: int) -> str:
+    """Deterministic split by a key (an article title): sha256(seed:key) as a fraction."""
+    if val_fraction <= 0:
+        return "train"
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    value = int.from_bytes(digest[:8], "big") / 2**64
+    return "validation" if value < val_fraction else "train"
+
+
+def meta_path(pairs_path: Path) -> Path:
+    """The sidecar ``<name>.meta.json`` beside a pairs file (``pairs.jsonl`` -> ``pairs.meta.json``)."""
+    pairs_path = Path(pairs_path)
+    stem = pairs_path.name[:-len(".jsonl")] if pairs_path.name.endswith(".jsonl") else pairs_path.name
+    return pairs_path.with_name(stem + ".meta.json")
+
+
+def read_meta(pairs_path: Path) -> dict[str, Any]:
+    """The sidecar's contents, or ``{}`` when the pairs file has none (e.g. hand-written)."""
+    path = meta_path(pairs_path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}); delete it or re-run "
+                        "`finetune pairs`") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_meta(pairs_path: Path, meta: dict[str, Any]) -> Path:
+    """Write the sidecar beside ``pairs_path``."""
+    path = meta_path(pairs_path)
+    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path

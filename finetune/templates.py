@@ -1,0 +1,239 @@
+"""Deterministic instruction pairs from an article's structure (lead, infobox, sections).
+
+Each template is a function ``(page, limits) -> list[Pair]`` in the ``TEMPLATES`` registry:
+``lead`` ("Quem foi X?" / "O que foi X?" answered by the lead), ``summary`` ("Resuma o artigo
+X."), ``dates`` ("Quando nasceu/morreu/ocorreu …?" from infobox dates or the lead's birth–death
+parenthesis), ``facts`` ("Qual …?" / "Onde …?" / "Quem …?" from known infobox fields) and
+``sections`` (what a section says). Person vs event vs thing comes from the infobox (template
+name or typical fields), then the lead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from finetune.records import Pair
+from finetune.text import clip, fold, sentences, squash
+from models.registry import Registry
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """One article as the store gives it: lead, infobox fields, (section, text) in order."""
+
+    page_id: int
+    title: str
+    lead: str
+    infobox: dict[str, Any] = field(default_factory=dict)
+    sections: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of the article a template may use."""
+
+    max_output_chars: int = 1200
+    max_fact_chars: int = 200
+    max_section_pairs: int = 4
+    summary_sections: int = 4
+    summary_sentences: int = 3
+
+
+TemplateFn = Callable[[PageRecord, Limits], list[Pair]]
+TEMPLATES: Registry[TemplateFn] = Registry("pair template")
+
+PERSON_TEMPLATE_WORDS = ("biografia", "pessoa", "monarca", "realeza", "politico", "militar",
+                         "presidente", "nobre", "religioso", "escritor", "artista", "santo")
+EVENT_TEMPLATE_WORDS = ("evento", "conflito", "guerra", "batalha", "revolta", "revolucao",
+                        "periodo historico", "movimento", "tratado")
+PERSON_KEYS = {"nascimento_data", "nascimento", "data_nascimento", "morte_data", "falecimento",
+               "data_morte", "nome_completo", "conjuge", "pai", "mae"}
+EVENT_KEYS = {"inicio", "fim", "resultado", "combatente1", "combatentes", "participantes",
+              "conflito", "comandante1"}
+TEMPLATE_KEYS = ("_template", "template", "infobox", "_name", "_tipo")
+EVENT_LEAD = re.compile(r"\bfo(?:i|ram) (?:um|uma|o|a)\s+(?:\w+\s+)?(?:conflito|guerra|movimento|"
+                        r"revolta|revolução|período|episódio|golpe|batalha|conspiração|tratado|"
+                        r"rebelião|insurreição|campanha|levante|processo|evento)", re.IGNORECASE)
+LIFESPAN = re.compile(r"\(([^()]*\d{3,4}[^()]*?)\s[–—-]\s([^()]*\d{3,4}[^()]*)\)")
+DATE = re.compile(r"\d{1,2}º? de [a-zç]+ de \d{3,4}|\b\d{3,4}\b", re.IGNORECASE)
+TENSE = re.compile(r"\b(foi|foram|era|eram|é|são)\b", re.IGNORECASE)
+SKIP_SECTIONS = {"referencias", "bibliografia", "ligacoes externas", "ver tambem", "notas",
+                 "leitura adicional", "fontes", "notas e referencias", "galeria"}
+BAD_VALUE = re.compile(r"\.(?:jpe?g|png|svg|gif|tiff?|webm|ogg)\b|[{}|<>\[\]]", re.IGNORECASE)
+
+
+def entity_kind(page: PageRecord) -> str:
+    """``person``, ``event`` or ``thing``: infobox template name, then fields, then the lead."""
+    name = fold(" ".join(str(page.infobox.get(k, "")) for k in TEMPLATE_KEYS))
+    if any(w in name for w in PERSON_TEMPLATE_WORDS):
+        return "person"
+    if any(w in name for w in EVENT_TEMPLATE_WORDS):
+        return "event"
+    keys = {fold(k) for k in page.infobox}
+    if len(keys & PERSON_KEYS) >= 1 and not keys & EVENT_KEYS:
+        return "person"
+    if keys & EVENT_KEYS:
+        return "event"
+    head = page.lead[:400]
+    if LIFESPAN.search(head):
+        return "person"
+    return "event" if EVENT_LEAD.search(head) else "thing"
+
+
+def is_past(lead: str) -> bool:
+    """Whether the lead describes its subject in the past ("foi", "era") rather than "é"."""
+    match = TENSE.search(lead[:400])
+    return bool(match) and fold(match.group(1)) in ("foi", "foram", "era", "eram")
+
+
+def _pair(instruction: str, output: str, page: PageRecord, kind: str) -> Pair:
+    return Pair(instruction=instruction, input="", output=output, source=page.title, kind=kind)
+
+
+@TEMPLATES.register("lead")
+def lead_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """"Quem foi X?" / "O que foi X?" / "O que é X?" answered by the lead."""
+    if not page.lead.strip():
+        return []
+    kind, past = entity_kind(page), is_past(page.lead)
+    if kind == "person":
+        question = f"Quem {'foi' if past else 'é'} {page.title}?"
+    else:
+        question = f"O que {'foi' if kind == 'event' or past else 'é'} {page.title}?"
+    return [_pair(question, clip(page.lead, limits.max_output_chars), page, "lead")]
+
+
+@TEMPLATES.register("summary")
+def summary_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """"Resuma o artigo X." answered by the lead's first sentence plus each section's first."""
+    lead = sentences(page.lead)
+    if not lead:
+        return []
+    firsts = [sentences(text)[:1] for name, text in _content_sections(page)]
+    parts = lead[:1] + [s[0] for s in firsts if s][:limits.summary_sections]
+    if len(parts) == 1:
+        parts = lead[:limits.summary_sentences]
+    summary = clip(" ".join(parts), limits.max_output_chars)
+    if summary == clip(page.lead, limits.max_output_chars):
+        return []
+    return [_pair(f"Resuma o artigo {page.title}.", summary, page, "summary")]
+
+
+# infobox field -> (question, answer) with {t} = title, {v} = value
+DATE_FIELDS: dict[str, tuple[str, str]] = {
+    "nascimento_data": ("Quando nasceu {t}?", "{t} nasceu em {v}."),
+    "data_nascimento": ("Quando nasceu {t}?", "{t} nasceu em {v}."),
+    "nascimento": ("Quando nasceu {t}?", "{t} nasceu em {v}."),
+    "morte_data": ("Quando morreu {t}?", "{t} morreu em {v}."),
+    "data_morte": ("Quando morreu {t}?", "{t} morreu em {v}."),
+    "falecimento": ("Quando morreu {t}?", "{t} morreu em {v}."),
+    "data": ("Quando ocorreu {t}?", "{t} ocorreu em {v}."),
+    "inicio": ("Quando começou {t}?", "{t} começou em {v}."),
+    "fim": ("Quando terminou {t}?", "{t} terminou em {v}."),
+    "data_promulgacao": ("Quando foi promulgada a {t}?", "A promulgação de {t} ocorreu em {v}."),
+    "data_outorga": ("Quando foi outorgada a {t}?", "A outorga de {t} ocorreu em {v}."),
+    "fundacao": ("Quando ocorreu a fundação de {t}?", "A fundação de {t} ocorreu em {v}."),
+    "coroacao": ("Quando ocorreu a coroação de {t}?", "A coroação de {t} ocorreu em {v}."),
+    "reinado": ("Qual foi o período do reinado de {t}?", "O reinado de {t} foi de {v}."),
+    "mandato": ("Qual foi o período do mandato de {t}?", "O mandato de {t} foi de {v}."),
+    "vigencia": ("Qual foi o período de vigência de {t}?", "A vigência de {t} foi de {v}."),
+}
+
+FACT_FIELDS: dict[str, tuple[str, str]] = {
+    "nome_completo": ("Qual era o nome completo de {t}?", "O nome completo de {t} era {v}."),
+    "nascimento_local": ("Onde nasceu {t}?", "{t} nasceu em {v}."),
+    "morte_local": ("Onde morreu {t}?", "{t} morreu em {v}."),
+    "causa_morte": ("Qual foi a causa da morte de {t}?", "A causa da morte de {t} foi: {v}."),
+    "local": ("Onde ocorreu {t}?", "{t} ocorreu em {v}."),
+    "resultado": ("Qual foi o resultado de {t}?", "O resultado de {t} foi: {v}."),
+    "ocupacao": ("Qual era a ocupação de {t}?", "A ocupação de {t} era: {v}."),
+    "profissao": ("Qual era a profissão de {t}?", "A profissão de {t} era: {v}."),
+    "conhecido_por": ("Pelo que {t} é conhecido?", "{t} é conhecido por: {v}."),
+    "conjuge": ("Quem foi o cônjuge de {t}?", "O cônjuge de {t} foi {v}."),
+    "pai": ("Quem foi o pai de {t}?", "O pai de {t} foi {v}."),
+    "mae": ("Quem foi a mãe de {t}?", "A mãe de {t} foi {v}."),
+    "antecessor": ("Quem antecedeu {t}?", "O antecessor de {t} foi {v}."),
+    "precedido_por": ("Quem antecedeu {t}?", "O antecessor de {t} foi {v}."),
+    "precedida_por": ("O que antecedeu {t}?", "{t} foi precedida por {v}."),
+    "sucessor": ("Quem sucedeu {t}?", "O sucessor de {t} foi {v}."),
+    "sucedido_por": ("Quem sucedeu {t}?", "O sucessor de {t} foi {v}."),
+    "sucedida_por": ("O que sucedeu {t}?", "{t} foi sucedida por {v}."),
+    "capital": ("Qual era a capital de {t}?", "A capital de {t} era {v}."),
+    "participantes": ("Quem participou de {t}?", "Participaram de {t}: {v}."),
+    "partido": ("A que partido pertenceu {t}?", "{t} pertenceu ao partido: {v}."),
+    "cargo": ("Que cargo ocupou {t}?", "{t} ocupou o cargo de {v}."),
+    "autor": ("Quem foi o autor de {t}?", "O autor de {t} foi {v}."),
+    "conflito": ("De que conflito fez parte {t}?", "{t} fez parte de {v}."),
+    "moeda": ("Qual era a moeda de {t}?", "A moeda de {t} era {v}."),
+    "governo": ("Qual era a forma de governo de {t}?", "A forma de governo de {t} era {v}."),
+    "regime": ("Qual era o regime de {t}?", "O regime de {t} era {v}."),
+    "casa": ("A que casa real pertencia {t}?", "{t} pertencia à {v}."),
+    "lema": ("Qual era o lema de {t}?", "O lema de {t} era {v}."),
+}
+
+
+def clean_value(value: Any, max_chars: int) -> str:
+    """An infobox value usable in a sentence, or "" (markup, file names, too long)."""
+    text = squash(str(value)) if isinstance(value, (str, int, float)) else ""
+    if not text or len(text) > max_chars or BAD_VALUE.search(text):
+        return ""
+    return text.rstrip(".;,")
+
+
+def _field_pairs(page: PageRecord, limits: Limits, table: dict[str, tuple[str, str]],
+                 kind: str) -> list[Pair]:
+    out = []
+    for key, value in page.infobox.items():
+        spec = table.get(fold(str(key)).strip())
+        text = clean_value(value, limits.max_fact_chars)
+        if spec and text:
+            question, answer = spec
+            out.append(_pair(question.format(t=page.title), answer.format(t=page.title, v=text),
+                             page, kind))
+    return out
+
+
+@TEMPLATES.register("dates")
+def date_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """"Quando …?" from infobox dates, then from the lead's "(place, date – place, date)"."""
+    out = _field_pairs(page, limits, DATE_FIELDS, "dates")
+    match = LIFESPAN.search(page.lead[:400]) if entity_kind(page) == "person" else None
+    if match:
+        for part, (question, answer) in zip(match.groups(), (DATE_FIELDS["nascimento_data"],
+                                                             DATE_FIELDS["morte_data"]),
+                                            strict=True):
+            date = DATE.search(part)
+            if date:
+                out.append(_pair(question.format(t=page.title),
+                                 answer.format(t=page.title, v=date.group(0)), page, "dates"))
+    return out
+
+
+@TEMPLATES.register("facts")
+def fact_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """"Qual …?" / "Onde …?" / "Quem …?" from the infobox fields listed in ``FACT_FIELDS``."""
+    return _field_pairs(page, limits, FACT_FIELDS, "facts")
+
+
+def _content_sections(page: PageRecord) -> list[tuple[str, str]]:
+    return [(name, text) for name, text in page.sections
+            if name.strip() and fold(name.split("/")[-1].strip()) not in SKIP_SECTIONS
+            and fold(name) != fold(page.title) and text.strip()]
+
+
+@TEMPLATES.register("sections")
+def section_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """What the article says in its first sections (the section's first chunk)."""
+    out = []
+    for name, text in _content_sections(page)[:limits.max_section_pairs]:
+        question = f"O que diz a seção «{squash(name)}» do artigo {page.title}?"
+        out.append(_pair(question, clip(text, limits.max_output_chars), page, "sections"))
+    return out
+
+
+def page_pairs(page: PageRecord, limits: Limits, names: tuple[str, ...]) -> list[Pair]:
+    """Every pair the named templates make from one article."""
+    return [pair for name in names for pair in TEMPLATES.get(name)(page, limits)]

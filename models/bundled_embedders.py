@@ -1,0 +1,1 @@
+"""Bundled embedders (placeholder; written by the embedder helper)."""

@@ -1,0 +1,275 @@
+"""In-process generation with transformers: length-sorted left-padded batches, all strategies.
+
+Greedy output does not depend on batch composition: left padding with the attention mask (and
+position ids derived from it) gives each row the same computation as when it runs alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from models.errors import UserError
+from models.generation import Decoding, Generation, Prompt, apply_stop
+from models.registry import Registry
+
+log = logging.getLogger(__name__)
+
+CONTRASTIVE_REPO = "transformers-community/contrastive-search"
+MAX_CONTEXT = 32768  # cap for configs that advertise huge windows (RoPE scaling)
+DEFAULT_CONTEXT = 2048
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+
+StrategyFn = Callable[[Decoding, "TransformersGenerator"], dict[str, Any]]
+STRATEGY_KWARGS: Registry[StrategyFn] = Registry("decoding strategy")
+
+
+@STRATEGY_KWARGS.register("greedy")
+def _greedy(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
+    return {"do_sample": False, "num_beams": 1, **_NEUTRAL}
+
+
+@STRATEGY_KWARGS.register("sample")
+def _sample(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
+    return {"do_sample": True, "num_beams": 1, "temperature": d.temperature, "top_p": d.top_p,
+            "top_k": d.top_k}
+
+
+@STRATEGY_KWARGS.register("beam")
+def _beam(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
+    return {"do_sample": False, "num_beams": d.num_beams, "early_stopping": True, **_NEUTRAL}
+
+
+@STRATEGY_KWARGS.register("best_of_n")
+def _best_of_n(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
+    return {**_sample(d, gen), "num_return_sequences": d.n}
+
+
+@STRATEGY_KWARGS.register("contrastive")
+def _contrastive(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(CONTRASTIVE_REPO, "custom_generate/generate.py")
+    if not isinstance(cached, str) or not gen.trust_remote_code:
+        raise UserError(
+            "contrastive search is no longer part of transformers 5.x: it moved to the hub repo "
+            f"{CONTRASTIVE_REPO}, which runs that repo's code. To use it, download it once on a "
+            f"connected machine (`hf download {CONTRASTIVE_REPO}`) and load the model with "
+            "trust_remote_code enabled; otherwise pick greedy, sample, beam or best_of_n.")
+    return {"do_sample": False, "num_beams": 1, "penalty_alpha": d.penalty_alpha,
+            "top_k": d.top_k, "custom_generate": CONTRASTIVE_REPO, "trust_remote_code": True}
+
+
+# Deterministic strategies do not inherit a checkpoint's sampling defaults or penalties.
+_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+
+
+class TransformersGenerator:
+    """A ``Generator`` over a loaded transformers causal LM (optionally peft-wrapped)."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8,
+                 name: str = "transformers", progress: bool = True,
+                 trust_remote_code: bool = False) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, not {batch_size}")
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.name, self.progress = batch_size, name, progress
+        self.trust_remote_code = trust_remote_code
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.eos_ids = end_token_ids(model, tokenizer)
+        self._prefix = tokenizer("", add_special_tokens=True)["input_ids"]
+
+    # --- the Generator protocol ----------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:
+        """``max_position_embeddings`` (capped at MAX_CONTEXT), or the tokenizer's limit."""
+        limits = [getattr(self.model.config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        valid = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10**7]
+        return min(valid + [MAX_CONTEXT]) if valid else DEFAULT_CONTEXT
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
+                 ) -> list[Generation]:
+        """Generate for every prompt in length-sorted batches; results in the prompts' order."""
+        strategy = STRATEGY_KWARGS.get(decoding.strategy)(decoding, self)
+        encoded = [self.encode_prompt(p, decoding.max_new_tokens) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        for batch in self._batches(encoded, "generating"):
+            outs = self._generate_batch([encoded[i] for i in batch], decoding, strategy)
+            for i, out in zip(batch, outs, strict=True):
+                results[i] = out
+        return [r for r in results if r is not None]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Summed log-prob of each continuation given its context (lm-eval's recipe)."""
+        pairs = [self._encode_pair(ctx, cont) for ctx, cont in requests]
+        rows = [(ctx + cont)[-self.context_window:] for ctx, cont in pairs]
+        scores: list[float] = [0.0] * len(rows)
+        for batch in self._batches(rows, "scoring"):
+            n_cont = [min(len(pairs[i][1]), len(rows[i]) - 1) for i in batch]
+            logps = self._continuation_logprobs([rows[i] for i in batch], n_cont)
+            for i, value in zip(batch, logps, strict=True):
+                scores[i] = value
+        return scores
+
+    # --- prompts and batches -------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> tuple[str, bool]:
+        """The prompt's text, and whether it already carries the special tokens (chat template)."""
+        if isinstance(prompt, str):
+            return prompt, False
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"{self.name} has no chat template: pass plain-text prompts, or use an "
+                            "instruction-tuned model")
+        text = self.tokenizer.apply_chat_template(list(prompt), tokenize=False,
+                                                  add_generation_prompt=True)
+        return str(text), True
+
+    def encode_prompt(self, prompt: Prompt, max_new_tokens: int) -> list[int]:
+        """Token ids of the rendered prompt, left-truncated to leave room for the completion."""
+        text, templated = self.render(prompt)
+        ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        room = self.context_window - max_new_tokens
+        if len(ids) > room:
+            if room < 1:
+                raise UserError(f"max_new_tokens={max_new_tokens} does not fit the "
+                                f"{self.context_window}-token window of {self.name}")
+            log.warning("prompt of %d tokens cut to its last %d to fit %s's window",
+                        len(ids), room, self.name)
+            ids = ids[-room:]
+        return ids
+
+    def _batches(self, rows: Sequence[Sequence[int]], desc: str) -> Iterator[list[int]]:
+        """Indices grouped longest-first, so rows of a batch have similar lengths."""
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc=f"{desc} ({self.name})", unit="batch",
+                          disable=not self.progress or len(order) <= self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def _pad_left(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return ids.to(self.device), mask.to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's inputs go."""
+        return next(self.model.parameters()).device
+
+    # --- generation ----------------------------------------------------------------------
+
+    def _generate_batch(self, rows: list[list[int]], d: Decoding, strategy: dict[str, Any]
+                        ) -> list[Generation]:
+        input_ids, mask = self._pad_left(rows)
+        extra = {"stop_strings": list(d.stop), "tokenizer": self.tokenizer} if d.stop else {}
+        torch.manual_seed(d.seed)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=mask, max_new_tokens=d.max_new_tokens,
+                eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+                repetition_penalty=1.0, return_dict_in_generate=True, **strategy, **extra)
+            new = out.sequences[:, input_ids.shape[1]:]
+            if d.strategy == "best_of_n":
+                new = self._best_of(out.sequences, mask, new, d.n)
+        each = (time.perf_counter() - start) / len(rows)
+        return [self._to_generation(row, tokens, d, each) for row, tokens in zip(rows, new,
+                                                                                strict=True)]
+
+    def _to_generation(self, prompt: list[int], tokens: torch.Tensor, d: Decoding,
+                       latency: float) -> Generation:
+        ids = tokens.tolist()
+        n = self._generated_length(ids)
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return Generation(text=apply_stop(text, d.stop), prompt_tokens=len(prompt),
+                          completion_tokens=n, latency_s=latency)
+
+    def _generated_length(self, ids: list[int]) -> int:
+        """Tokens before the first end-of-sequence token (the rest is padding)."""
+        return next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
+
+    def _best_of(self, sequences: torch.Tensor, prompt_mask: torch.Tensor, new: torch.Tensor,
+                 n: int) -> torch.Tensor:
+        """Per prompt, the sampled candidate with the highest mean token log-prob."""
+        lengths = [self._generated_length(row.tolist()) for row in new]
+        width = new.shape[1]
+        gen_mask = torch.tensor([[1] * min(k + 1, width) + [0] * (width - min(k + 1, width))
+                                 for k in lengths], device=sequences.device)
+        full_mask = torch.cat([prompt_mask.repeat_interleave(n, dim=0), gen_mask], dim=1)
+        logps = []
+        for start in range(0, len(sequences), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            logps.append(token_logprobs(self.model, sequences[part], full_mask[part], width))
+        token_lp = torch.cat(logps) * gen_mask
+        mean = token_lp.sum(dim=1) / gen_mask.sum(dim=1).clamp(min=1)
+        best = mean.view(-1, n).argmax(dim=1)
+        picks = torch.arange(len(best), device=best.device) * n + best
+        return new[picks]
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split: trailing context spaces move to the continuation; whole is encoded."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        encode = self.tokenizer.__call__
+        whole = encode(context + continuation, add_special_tokens=False)["input_ids"]
+        ctx = encode(context, add_special_tokens=False)["input_ids"]
+        prefix = list(self._prefix) or [self.tokenizer.eos_token_id]
+        return prefix + ctx, whole[len(ctx):]
+
+    def _continuation_logprobs(self, rows: list[list[int]], n_cont: list[int]) -> list[float]:
+        input_ids, mask = self._pad_left(rows)
+        width = max(n_cont)
+        with torch.inference_mode():
+            logps = token_logprobs(self.model, input_ids, mask, width)
+        keep = torch.tensor([[0] * (width - k) + [1] * k for k in n_cont], device=logps.device)
+        return (logps * keep).sum(dim=1).tolist()
+
+
+def token_logprobs(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, last: int
+                   ) -> torch.Tensor:
+    """Log-probs [rows, last] of each row's last ``last`` tokens given the tokens before them."""
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    keep = {"logits_to_keep": last + 1} if _takes_logits_to_keep(model) else {}
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                       **keep).logits[:, -(last + 1):]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = input_ids[:, -last:]
+    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether the (peft-unwrapped) model can skip the logits it is not asked for."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a reply: generation config, tokenizer eos, chat end-of-turn tokens."""
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    ids.append(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN if t in vocab and t in tokenizer.all_special_tokens
+            + list(getattr(tokenizer, "added_tokens_encoder", {}))]
+    return sorted({int(i) for i in ids if i is not None})

@@ -1,0 +1,133 @@
+"""One generation interface, two backends: in-process transformers and an OpenAI-compatible server.
+
+``make_generator`` picks the backend: a ``base_url`` means a server (vLLM, TGI, llama.cpp server,
+Ollama), otherwise the model is loaded in-process. The backends live in ``gen_transformers`` and
+``gen_openai`` and are imported lazily, so importing this module costs no torch import.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from models.errors import UserError
+from models.loading import LoadOptions
+
+if TYPE_CHECKING:
+    from models.gen_openai import OpenAIGenerator
+    from models.gen_transformers import TransformersGenerator
+
+Prompt = str | list[dict[str, str]]
+STRATEGIES = ("greedy", "sample", "beam", "contrastive", "best_of_n")
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to decode: the strategy and its knobs, a token budget, a seed and stop strings."""
+
+    strategy: str = "greedy"  # greedy|sample|beam|contrastive|best_of_n
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 50
+    num_beams: int = 4
+    penalty_alpha: float = 0.6
+    n: int = 4  # candidates for best_of_n
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            close = difflib.get_close_matches(self.strategy, STRATEGIES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown decoding strategy {self.strategy!r}.{hint} "
+                            f"Known: {', '.join(STRATEGIES)}.")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise UserError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+        if self.num_beams < 1 or self.n < 1:
+            raise UserError("num_beams and n must be at least 1")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise UserError("stop must be a tuple of non-empty strings")
+
+
+@dataclass
+class Generation:
+    """One answer. ``latency_s`` is the batch's wall time divided by the prompts in it."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What every backend offers: batched generation, continuation scoring, token counting."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
+                 ) -> list[Generation]:
+        """One ``Generation`` per prompt, in the prompts' order."""
+        ...
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Summed log-prob of each continuation given its context."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (no special tokens added)."""
+        ...
+
+    @property
+    def context_window(self) -> int:
+        """Most tokens (prompt + completion) the model takes."""
+        ...
+
+
+def apply_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` cut at the earliest occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def make_generator(model: str, adapter: str | Path | None = None,
+                   options: LoadOptions = LoadOptions(), batch_size: int = 8,
+                   base_url: str | None = None, progress: bool = True) -> Generator:
+    """A server client when ``base_url`` is given, else ``model`` loaded in-process."""
+    if base_url:
+        from models.gen_openai import OpenAIGenerator
+
+        if adapter is not None:  # vLLM serves each LoRA under its own model name
+            raise UserError("with --base-url, pass the adapter's served name as the model "
+                            "(vLLM --lora-modules NAME=PATH) instead of an adapter path")
+        return OpenAIGenerator(base_url, model, max_concurrency=batch_size, progress=progress)
+    from models.gen_transformers import TransformersGenerator
+    from models.loading import load_model
+
+    hf_model, tokenizer = load_model(model, options, adapter)
+    label = model if adapter is None else f"{model}+{Path(adapter).name}"
+    return TransformersGenerator(hf_model, tokenizer, batch_size=batch_size, name=label,
+                                 progress=progress, trust_remote_code=options.trust_remote_code)
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy access to the backend classes (keeps torch out of a plain import)."""
+    if name == "TransformersGenerator":
+        from models.gen_transformers import TransformersGenerator
+
+        return TransformersGenerator
+    if name == "OpenAIGenerator":
+        from models.gen_openai import OpenAIGenerator
+
+        return OpenAIGenerator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["STRATEGIES", "Decoding", "Generation", "Generator", "OpenAIGenerator", "Prompt",
+           "TransformersGenerator", "apply_stop", "make_generator"]
