@@ -61,9 +61,13 @@ class LoadOptions:
 
 
 def resolve(name: str) -> ModelRef:
-    """The ``ModelRef`` for a bundled name, local folder or hub id (materializing bundled ones)."""
+    """The ``ModelRef`` of a generator (bundled name, local folder or hub id); builds bundled."""
+    from models.bundled import BUNDLED
     from models.sources import resolve_model
 
+    if name in BUNDLED and BUNDLED.get(name).kind != "generator":
+        raise UserError(f"{name!r} is a bundled {BUNDLED.get(name).kind}, not a generator; pass a "
+                        "generator as --model (see `models list`)")
     return resolve_model(name, materialize=True)
 
 

@@ -212,7 +212,8 @@ def test_smollm2_gguf_materializes_to_a_loadable_safetensors_folder() -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
     assert tokenizer.chat_template and model.dtype == torch.float32
     eos = model.generation_config.eos_token_id
-    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in (eos if isinstance(eos, list) else [eos])
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in eos_ids
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Olá!"}],
                                         add_generation_prompt=True, return_tensors="pt",
                                         return_dict=True)

@@ -154,3 +154,10 @@ def test_fingerprint_is_stable_cached_and_content_bound(tiny_llama_dir: Path,
 def test_fingerprint_of_a_hub_id_not_on_disk() -> None:
     ref = SimpleNamespace(name="org/never-downloaded", kind="hub", location="org/never-downloaded")
     assert model_fingerprint_of(ref) == "hub:org/never-downloaded@unknown"
+
+
+def test_embedder_name_as_generator_is_refused() -> None:
+    import models.sources  # noqa: F401  (registers the bundled embedders)
+
+    with pytest.raises(UserError, match="not a generator"):
+        load_model("multilingual-e5-small")
