@@ -21,12 +21,10 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 _DROP_TAGS = ("ref", "references", "gallery", "math", "chem", "ce", "timeline", "imagemap",
               "score", "graph", "mapframe", "maplink", "syntaxhighlight", "source",
               "templatedata", "inputbox", "hiero", "categorytree", "poem-ref")
-_DROP_BLOCK = re.compile(
-    r"<(%s)\b[^>]*?(?:/\s*>|>.*?</\1\s*>)" % "|".join(_DROP_TAGS), re.S | re.I)
-_OPEN_REF = re.compile(r"<ref\b[^>]*>", re.I)
+_DROP_OPEN = re.compile(r"<(" + "|".join(_DROP_TAGS) + r")\b[^<>]{0,2000}?(/?)\s*>", re.I)
 _TEMPLATE = re.compile(r"\{\{([^{}]*(?:(?:\{(?!\{)|\}(?!\}))[^{}]*)*)\}\}")
 _LINK = re.compile(r"\[\[([^\[\]]*(?:(?:\[(?!\[)|\](?!\]))[^\[\]]*)*)\]\]")
-_EXTLINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]*(?:[ \t]+([^\]\n]*))?\]", re.I)
+_EXTLINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]*+(?:[ \t]++([^\[\]\n]{0,1000}+))?\]", re.I)
 _BR = re.compile(r"<br\s*/?\s*>", re.I)
 _TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
 _QUOTES = re.compile(r"'{2,}")
@@ -49,9 +47,38 @@ def strip_comments_and_refs(text: str) -> str:
     if "<!--" in text:
         text = _COMMENT.sub("", text)
     if "<" in text:
-        text = _DROP_BLOCK.sub("", text)
-        text = _OPEN_REF.sub("", text)
+        text = drop_tag_blocks(text)
     return text
+
+
+class _CloseFinder:
+    """Finds ``</tag>`` after a position; remembers the last answer so a page full of unclosed
+    tags is scanned once (linear time), not once per tag (quadratic)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.cache: dict[str, tuple[int, re.Match[str] | None]] = {}
+
+    def find(self, tag: str, pos: int) -> re.Match[str] | None:
+        searched, found = self.cache.get(tag, (-1, None))
+        if searched >= 0 and pos >= searched and (found is None or pos <= found.start()):
+            return found
+        found = re.compile(r"</" + re.escape(tag) + r"\s*>", re.I).search(self.text, pos)
+        self.cache[tag] = (pos, found)
+        return found
+
+
+def drop_tag_blocks(text: str) -> str:
+    """Remove ``<ref>...</ref>``-like blocks; an unclosed opening tag alone is dropped."""
+    out: list[str] = []
+    pos = 0
+    closer = _CloseFinder(text)
+    while (m := _DROP_OPEN.search(text, pos)) is not None:
+        out.append(text[pos:m.start()])
+        close = None if m.group(2) else closer.find(m.group(1).lower(), m.end())
+        pos = close.end() if close else m.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _positional(body: str) -> list[str]:
@@ -183,7 +210,8 @@ def linearize_table(table: str) -> str:
         if is_head and row is heads:
             continue
         if heads and len(heads) == len(row):
-            lines.append("; ".join(f"{h}: {v}" if h else v for h, v in zip(heads, row, strict=True)))
+            lines.append("; ".join(f"{h}: {v}" if h else v
+                                   for h, v in zip(heads, row, strict=True) if v))
         else:
             lines.append(" | ".join(c for c in row if c))
     return "\n" + "\n".join(lines) + "\n"
@@ -221,3 +249,22 @@ def clean_inline(text: str, ns: Namespaces) -> str:
     text = remove_templates(strip_comments_and_refs(text))
     text = strip_inline(replace_links(text, ns), br="; ")
     return " ".join(text.split()).strip(" ;,")
+
+
+# Markup that clean text must not contain (tests and ``bench/ingest.py`` count it).
+RESIDUE: dict[str, re.Pattern[str]] = {
+    "template": re.compile(r"\{\{|\}\}"),
+    "link": re.compile(r"\[\[|\]\]"),
+    "ref": re.compile(r"<ref|</ref|&lt;ref", re.I),
+    "tag": re.compile(r"</?(?:span|div|small|br|sup|sub|center|font|nowiki|gallery)\b", re.I),
+    "table": re.compile(r"^\s*(?:\{\||\|\}|\|-|!)", re.M),
+    "file": re.compile(r"\b(?:thumb|miniatura|upright)\|", re.I),
+    "category": re.compile(r"^\s*\[?\[?(?:Categoria|Category)\s*:(?!\s)", re.M),
+    "bold": re.compile(r"'''|''"),
+    "comment": re.compile(r"<!--|-->"),
+}
+
+
+def residue(text: str) -> dict[str, int]:
+    """How often each kind of markup residue occurs in ``text`` (kinds with none left out)."""
+    return {k: len(p.findall(text)) for k, p in RESIDUE.items() if p.search(text)}

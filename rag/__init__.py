@@ -1,1 +1,8 @@
-"""rag stage."""
+"""rag stage: retrieval over a store, prompts with cited sources, answers through ``models``.
+
+Public surface (imported from the modules, nothing is re-exported here so a plain
+``import rag`` stays light): ``rag.retrievers.make_retriever``, ``rag.prompts.render_prompt`` /
+``REFUSALS`` / ``template_version``, ``rag.budget.context_budget`` / ``fit_passages``,
+``rag.pipeline.RagConfig`` / ``RagPipeline`` / ``RagAnswer``, ``rag.evaluation``,
+``rag.langchain.StoreRetriever`` / ``make_chain``; the ``rag`` CLI is ``rag.cli``.
+"""

@@ -7,7 +7,7 @@ best chunk per page) or merged (the best chunk plus its retrieved neighbours, in
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ class StoreLike(Protocol):
     def aliases(self) -> dict[str, str]: ...
     def embedder_name(self) -> str: ...
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+    def sha256(self) -> str: ...
 
 
 def open_store(path: str | Path) -> StoreLike:
@@ -70,15 +71,29 @@ class Passage:
                 "rows": list(self.rows)}
 
 
-def dedup(passages: Sequence[Passage], mode: str = "page") -> list[Passage]:
-    """Apply the de-duplication ``mode`` to passages sorted best first."""
+def dedup(passages: Sequence[Passage], mode: str = "page",
+          keep: Collection[int] = ()) -> list[Passage]:
+    """Apply the de-duplication ``mode`` to passages sorted best first.
+
+    Rows in ``keep`` (the lead chunks of pages a question names) stay passages of their own even
+    when their page already has one, in rank order."""
     if mode not in DEDUP_MODES:
         raise UserError(f"unknown dedup mode {mode!r}; use one of {', '.join(DEDUP_MODES)}")
     if mode == "none":
         return list(passages)
-    if mode == "page":
-        return best_per_page(passages)
-    return merge_per_page(passages)
+    chosen = best_per_page(passages) if mode == "page" else merge_per_page(passages)
+    return with_kept(passages, chosen, keep)
+
+
+def with_kept(passages: Sequence[Passage], chosen: list[Passage],
+              keep: Collection[int]) -> list[Passage]:
+    """``chosen`` plus the passages of rows in ``keep`` that none of them covers, in rank order."""
+    covered = {r for p in chosen for r in p.rows}
+    extra = [p for p in passages if p.row in keep and p.row not in covered]
+    if not extra:
+        return chosen
+    order = {p.row: i for i, p in reversed(list(enumerate(passages)))}
+    return sorted(chosen + extra, key=lambda p: order[p.row])
 
 
 def best_per_page(passages: Sequence[Passage]) -> list[Passage]:

@@ -1,0 +1,178 @@
+"""LangChain over a store: a ``BaseRetriever`` and a ready ``retriever | prompt | model | parser``.
+
+    from rag.langchain import StoreRetriever, make_chain
+    retriever = StoreRetriever.from_store(store, "hybrid", k=5)
+    retriever.invoke("Quem foi Tiradentes?")          # Documents (title, section, chunk_id, score)
+    chain = make_chain(retriever, generator)          # generator: models.generation.Generator
+    chain.invoke("Quem foi Tiradentes?")              # the answer text
+    make_chain(retriever, generator, with_sources=True).invoke(q)  # {"question","docs","answer"}
+
+Only ``langchain-core`` is used. The prompt is rag's own template (``rag.prompts``) with the
+passages fitted to the model's window (``rag.budget``), so answers match ``rag ask``.
+``GeneratorRunnable`` adapts any ``Generator`` to a LangChain ``Runnable`` whose ``batch``
+makes one batched ``generate`` call. Retrieval is serialised by a lock: LangChain runs chain
+branches in worker threads, and a store's index and embedder are not meant to be shared
+between threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompt_values import ChatPromptValue, PromptValue
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableParallel,
+    RunnablePassthrough,
+)
+from pydantic import ConfigDict, PrivateAttr
+
+from models.generation import Decoding, Generator
+from rag.budget import context_budget, fit_passages
+from rag.passages import Passage, StoreLike
+from rag.prompts import render_prompt, resolve_lang
+from rag.retrievers import Retriever, make_retriever
+
+ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+MESSAGE_TYPES = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
+def passage_to_document(passage: Passage, rank: int) -> Document:
+    """A LangChain ``Document``: the text, plus title/section/chunk_id/score/rank metadata."""
+    return Document(page_content=passage.text, id=passage.chunk_id,
+                    metadata={"title": passage.title, "section": passage.section,
+                              "chunk_id": passage.chunk_id, "page_id": passage.page_id,
+                              "row": passage.row, "ordinal": passage.ordinal,
+                              "score": passage.score, "rank": rank, "rows": list(passage.rows)})
+
+
+def document_to_passage(doc: Document) -> Passage:
+    """The ``Passage`` back from a document (metadata as ``passage_to_document`` writes it)."""
+    m = doc.metadata
+    row = int(m.get("row", -1))
+    return Passage(row=row, chunk_id=str(m.get("chunk_id", doc.id or "")),
+                   page_id=int(m.get("page_id", -1)), title=str(m.get("title", "")),
+                   section=str(m.get("section", "")), ordinal=int(m.get("ordinal", 0)),
+                   text=doc.page_content, score=float(m.get("score", 0.0)),
+                   rows=tuple(m.get("rows", [row])))
+
+
+class StoreRetriever(BaseRetriever):
+    """A LangChain retriever over a rag ``Retriever`` (dense, bm25 or hybrid over a store)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retriever: Any  # rag.retrievers.Retriever
+    k: int | None = None  # None: the retriever's own k
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_store(cls, store: StoreLike, name: str = "hybrid", **opts: Any) -> StoreRetriever:
+        """Build the named rag retriever over ``store`` (``opts`` as for ``make_retriever``)."""
+        return cls(retriever=make_retriever(name, store, **opts))
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+                                ) -> list[Document]:
+        rag_retriever: Retriever = self.retriever
+        with self._lock:
+            [passages] = rag_retriever.retrieve([query], self.k)
+        return [passage_to_document(p, rank) for rank, p in enumerate(passages, start=1)]
+
+
+def to_chat(value: PromptValue | str | Sequence[Any]) -> list[dict[str, str]]:
+    """Chat messages (role/content dicts) from a prompt value, a string or messages."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    messages = value.to_messages() if isinstance(value, PromptValue) else list(value)
+    out = []
+    for m in messages:
+        if isinstance(m, BaseMessage):
+            out.append({"role": ROLES.get(m.type, m.type), "content": str(m.content)})
+        else:
+            out.append({"role": str(m["role"]), "content": str(m["content"])})
+    return out
+
+
+class GeneratorRunnable(Runnable[Any, AIMessage]):
+    """A ``models.generation.Generator`` as a LangChain runnable (chat in, ``AIMessage`` out)."""
+
+    def __init__(self, generator: Generator, decoding: Decoding = Decoding()) -> None:
+        self.generator, self.decoding = generator, decoding
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+               ) -> AIMessage:
+        """One answer."""
+        return self.batch([input], config)[0]
+
+    def batch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None,
+              *, return_exceptions: bool = False, **kwargs: Any) -> list[AIMessage]:
+        """All inputs in one batched ``generate`` call."""
+        if not inputs:
+            return []
+        gens = self.generator.generate([to_chat(x) for x in inputs], self.decoding)
+        return [AIMessage(content=g.text.strip(),
+                          response_metadata={"prompt_tokens": g.prompt_tokens,
+                                             "completion_tokens": g.completion_tokens,
+                                             "latency_s": g.latency_s})
+                for g in gens]
+
+
+def make_prompt(generator: Generator | None = None, lang: str = "auto",
+                template: str = "default", max_new_tokens: int = 128) -> Runnable:
+    """``{"question", "docs"}`` -> the rag chat prompt, docs fitted to the generator's window."""
+    def build(inputs: dict[str, Any]) -> ChatPromptValue:
+        question = inputs["question"]
+        passages = [document_to_passage(d) for d in inputs["docs"]]
+        language = resolve_lang(question, lang, template)
+        if generator is not None:
+            budget = context_budget(question, generator.count_tokens, generator.context_window,
+                                    max_new_tokens, language, template)
+            passages = fit_passages(passages, budget, generator.count_tokens, language,
+                                    template).passages
+        messages = render_prompt(question, passages, language, template)
+        return ChatPromptValue(messages=[MESSAGE_TYPES[m["role"]](content=m["content"])
+                                         for m in messages])
+
+    return RunnableLambda(build, name="rag_prompt")
+
+
+def make_chain(retriever: BaseRetriever, generator: Generator, lang: str = "auto",
+               template: str = "default", decoding: Decoding = Decoding(),
+               with_sources: bool = False) -> Runnable:
+    """``retriever | prompt | model | parser``: a question in, the answer text out (or, with
+    ``with_sources``, a dict with the question, the documents and the answer)."""
+    setup = RunnableParallel(docs=retriever, question=RunnablePassthrough())
+    prompt = make_prompt(generator, lang, template, decoding.max_new_tokens)
+    model = GeneratorRunnable(generator, decoding)
+    if with_sources:
+        return setup | RunnablePassthrough.assign(prompt=prompt) | AnswerWithSources(model)
+    return setup | prompt | model | StrOutputParser()
+
+
+class AnswerWithSources(Runnable[dict[str, Any], dict[str, Any]]):
+    """``{"question", "docs", "prompt"}`` -> ``{"question", "docs", "answer"}``, batched."""
+
+    def __init__(self, model: GeneratorRunnable) -> None:
+        self.model = model
+
+    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None,
+               **kwargs: Any) -> dict[str, Any]:
+        """One answer with its documents."""
+        return self.batch([input], config)[0]
+
+    def batch(self, inputs: list[dict[str, Any]],
+              config: RunnableConfig | list[RunnableConfig] | None = None, *,
+              return_exceptions: bool = False, **kwargs: Any) -> list[dict[str, Any]]:
+        """All prompts in one batched ``generate`` call."""
+        replies = self.model.batch([x["prompt"] for x in inputs])
+        return [{"question": x["question"], "docs": x["docs"], "answer": str(r.content)}
+                for x, r in zip(inputs, replies, strict=True)]
