@@ -4,7 +4,8 @@
 prompt format, the resolved training config, the pairs file's sha256 and its leakage report,
 truncation counts, the training outcome, package versions and the creation time.
 ``models.loading.load_model(base, adapter=DIR)`` refuses an adapter whose manifest names
-another base; ``adapter_prompt_format`` gives rag/compare the format to prompt it with.
+another base; ``adapter_format`` gives rag/compare the format to prompt it with (and
+``finetune.inference.load_adapter_generator`` applies it automatically).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from models.hashing import sha256_file
 from models.loading import LoadOptions, load_model
 
 if TYPE_CHECKING:
-    from finetune.config import TrainConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from finetune.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +59,25 @@ def base_model_record(name: str) -> dict[str, str]:
             "fingerprint": model_fingerprint_of(ref)}
 
 
-def training_outcome(trainer: Any, result: Any, checkpoint: str | None) -> dict[str, Any]:
-    """Steps, runtime, first/last train and eval loss, peak memory."""
-    history = trainer.state.log_history
-    losses = [h["loss"] for h in history if "loss" in h]
-    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+def training_outcome(trainer: Any, result: Any, checkpoint: str | None,
+                     log_path: Path | None = None) -> dict[str, Any]:
+    """Steps, runtime, first/last train and eval loss, the eval curve, peak memory.
+
+    Losses come from ``training_log.jsonl`` when given (it spans interrupted and resumed parts
+    and the step-0 evaluation), else from the trainer's history.
+    """
+    from finetune.callbacks import read_log, series
+
+    history = read_log(log_path) if log_path else trainer.state.log_history
+    _, losses = series(history, "loss")
+    eval_steps, evals = series(history, "eval_loss")
     out = {"global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
            "train_runtime_s": result.metrics.get("train_runtime"),
            "train_loss": result.metrics.get("train_loss"),
            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
            "first_eval_loss": evals[0] if evals else None,
            "last_eval_loss": evals[-1] if evals else None,
+           "eval_curve": [[s, v] for s, v in zip(eval_steps, evals, strict=True)],
            "resumed_from": checkpoint, "peak_rss_mb": _peak_rss_mb()}
     out.update(_cuda_peak())
     return out
@@ -89,7 +99,8 @@ def _cuda_peak() -> dict[str, Any]:
 
 def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: dict[str, int],
                    truncation: dict[str, Any], trainer: Any, result: Any,
-                   checkpoint: str | None, precision: str) -> dict[str, Any]:
+                   checkpoint: str | None, precision: str,
+                   log_path: Path | None = None) -> dict[str, Any]:
     """The adapter manifest (see the module docstring)."""
     meta = read_meta(pairs_path)
     leakage = meta.get("leakage") or {"enabled": False,
@@ -105,7 +116,7 @@ def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: d
                   "meta": meta},
         "leakage": leakage,
         "truncation": truncation,
-        "training": training_outcome(trainer, result, checkpoint),
+        "training": training_outcome(trainer, result, checkpoint, log_path),
         "versions": package_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -131,8 +142,8 @@ def read_manifest(adapter_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON ({exc.msg})") from None
 
 
-def adapter_prompt_format(adapter_dir: str | Path) -> Format:
-    """The prompt format the adapter was trained with (apply it at inference)."""
+def adapter_format(adapter_dir: str | Path) -> Format:
+    """The prompt format the adapter (or merged model) was trained with: apply it at inference."""
     fmt = read_manifest(adapter_dir).get("prompt_format") or {}
     name = fmt.get("name") if isinstance(fmt, dict) else fmt
     if not name:
@@ -161,6 +172,13 @@ def load_adapter(adapter_dir: str | Path, model: str | None = None,
                             f"pass it as --model {adapter_dir}")
         return load_model(str(adapter_dir), options)
     return load_model(name, options, adapter=adapter_dir)
+
+
+def training_load_options(adapter_dir: str | Path) -> LoadOptions:
+    """How the base was loaded for training (4-bit or not): to evaluate exactly that model."""
+    config = read_manifest(adapter_dir).get("config") or {}
+    fields = ("dtype", "load_in_4bit", "quant_type", "double_quant", "compute_dtype")
+    return LoadOptions(**{k: config[k] for k in fields if k in config})
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
@@ -200,10 +218,14 @@ def adapter_info(adapter_dir: str | Path) -> dict[str, Any]:
         "base_model": base.get("name"), "base_fingerprint": base.get("fingerprint"),
         "prompt_format": (m.get("prompt_format") or {}).get("name"),
         "created_at": m.get("created_at"),
-        "steps": training.get("global_step"), "first_loss": training.get("first_loss"),
-        "last_loss": training.get("last_loss"), "last_eval_loss": training.get("last_eval_loss"),
+        "steps": training.get("global_step"), "completed": training.get("completed"),
+        "precision": (m.get("resolved") or {}).get("precision"),
+        "first_loss": training.get("first_loss"),
+        "last_loss": training.get("last_loss"), "first_eval_loss": training.get("first_eval_loss"),
+        "last_eval_loss": training.get("last_eval_loss"),
         "pairs_sha256": (m.get("pairs") or {}).get("sha256"),
-        "pairs": {k: (m.get("pairs") or {}).get(k) for k in ("train", "validation")},
+        "pairs": {k: (m.get("pairs") or {}).get(k)
+                  for k in ("train", "validation", "validation_evaluated")},
         "leakage_filter": ("on" if leakage.get("enabled") else "off")
         + (f" (threshold {leakage.get('threshold')}, dropped {leakage.get('dropped')})"
            if leakage.get("enabled") else ""),

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 log = logging.getLogger(__name__)
 
 LOG_NAME = "training_log.jsonl"
+SMOOTH = 5  # logs averaged in the dashed training-loss line (small batches are noisy)
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -76,6 +77,12 @@ def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[flo
     return steps, [by_step[s] for s in steps]
 
 
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    return [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1))
+            for i in range(len(values))]
+
+
 def plot_training_log(log_path: Path, out_dir: Path) -> list[Path]:
     """Write ``loss.png`` (train + eval loss vs step) and ``lr.png`` (learning rate vs step)."""
     import matplotlib
@@ -91,6 +98,9 @@ def plot_training_log(log_path: Path, out_dir: Path) -> list[Path]:
         for key in keys:
             steps, values = series(records, key)
             ax.plot(steps, values, marker="o", markersize=3, label=key)
+            if key == "loss" and len(values) > SMOOTH:
+                ax.plot(steps, moving_average(values, SMOOTH), linestyle="--",
+                        label=f"loss, mean of last {SMOOTH} logs")
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -44,6 +44,10 @@ def _pairs_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", help="comma list of templates (default: all: lead,summary,"
                                        "dates,facts,sections)")
     p.add_argument("--max-pages", type=int, help="use only the first N articles")
+    p.add_argument("--max-output-chars", type=int,
+                   help="answers are cut to whole sentences within this many characters "
+                        "(default 560: with the chat template that fits 256 tokens, so "
+                        "answers keep their EOS in the cpu-demo preset)")
     p.add_argument("--generator", help="model writing extra QA pairs from chunks (optional)")
     p.add_argument("--gen-per-chunk", type=int, default=0, help="QA pairs asked per chunk")
     p.add_argument("--gen-max-chunks", type=int, default=200, help="chunks given to the generator")
@@ -115,9 +119,10 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
     fields = {"val_fraction": args.val_fraction, "seed": args.seed,
               "leakage_threshold": args.leakage_threshold, "generator": args.generator,
               "gen_per_chunk": args.gen_per_chunk, "gen_max_chunks": args.gen_max_chunks,
-              "max_pages": args.max_pages}
+              "max_pages": args.max_pages, "max_output_chars": args.max_output_chars}
     if args.templates:
         fields["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
+    fields = {k: v for k, v in fields.items() if v is not None}
     meta = make_pairs(args.store, args.out, PairsConfig(**fields), args.exclude_questions,
                       progress=not args.quiet)
     _print_counts(args.out, meta)
@@ -137,19 +142,10 @@ def _print_counts(out: Path, meta: dict) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from finetune.importers import import_pairs
-    from finetune.leakage import DEFAULT_THRESHOLD, filter_pairs
-    from finetune.pairs import pairs_meta
-    from finetune.records import write_meta, write_pairs
+    from finetune.importers import import_file
 
-    pairs, _ = import_pairs(args.file, args.format, args.val_fraction, args.seed)
-    threshold = args.leakage_threshold or DEFAULT_THRESHOLD
-    kept, leakage = filter_pairs(pairs, args.exclude_questions, threshold)
-    config = {"imported_from": str(args.file), "format": args.format,
-              "val_fraction": args.val_fraction, "seed": args.seed}
-    meta = pairs_meta(kept, config, {"imported": len(pairs)}, leakage.to_dict())
-    write_pairs(kept, args.out)
-    write_meta(args.out, meta)
+    meta = import_file(args.file, args.format, args.out, args.val_fraction, args.seed,
+                       args.exclude_questions, args.leakage_threshold)
     _print_counts(args.out, meta)
     return 0
 
@@ -162,11 +158,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           max_steps=args.max_steps, seed=args.seed, packing=args.packing)
     manifest = train(config, args.pairs, args.out, resume=args.resume,
                      overwrite=args.overwrite, progress=not args.quiet)
-    t = manifest["training"]
-    print(f"adapter written to {args.out}: {t['global_step']} steps in "
-          f"{t['train_runtime_s']:.0f}s, loss {t['first_loss']} -> {t['last_loss']}, "
-          f"eval loss {t['first_eval_loss']} -> {t['last_eval_loss']}")
+    if not manifest:  # another rank of a distributed launch: rank 0 reports
+        return 0
+    for line in training_summary(manifest):
+        print(line)
     return 0
+
+
+def training_summary(manifest: dict) -> list[str]:
+    """The lines ``finetune train`` prints: outcome, truncation, leakage."""
+    t, trunc, leak = manifest["training"], manifest["truncation"], manifest["leakage"]
+    lines = [f"{'adapter' if manifest['kind'] == 'lora' else 'model'} written: "
+             f"{t['global_step']} steps in {t['train_runtime_s'] or 0:.0f}s"
+             f"{'' if t.get('completed', True) else ' (stopped early: --resume continues)'}",
+             f"train loss {_num(t['first_loss'])} -> {_num(t['last_loss'])}; eval loss "
+             f"{_num(t['first_eval_loss'])} -> {_num(t['last_eval_loss'])}"]
+    for split in ("train", "validation"):
+        stats = trunc[split]
+        if stats["truncated"] or stats["dropped_prompt_too_long"]:
+            lines.append(f"{split}: {stats['truncated']} of {stats['examples']} examples cut to "
+                         f"max_seq_length={trunc['max_seq_length']}, "
+                         f"{stats['dropped_prompt_too_long']} dropped (prompt alone too long)")
+    lines.append("leakage filter: " + (f"on, {leak.get('dropped')} pairs dropped"
+                                       if leak.get("enabled") else "OFF (pairs not checked "
+                                       "against evaluation questions)"))
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:

@@ -35,8 +35,9 @@ class TrainConfig:
     quant_type: str = "nf4"
     double_quant: bool = False
     compute_dtype: str = "auto"  # auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU
+    quant_storage: str = "auto"  # 4-bit storage; auto: the compute dtype under FSDP, else uint8
     dtype: str = "auto"  # weights of a non-quantized model
-    precision: str = "auto"  # mixed precision: auto (bf16 on GPUs that have it) | no | bf16 | fp16
+    precision: str = "auto"  # mixed precision: auto (bf16 where native) | no | bf16 | fp16
     # LoRA (use_lora: false means a full fine-tune)
     use_lora: bool = True
     lora_r: int = 64
@@ -60,11 +61,14 @@ class TrainConfig:
     # data
     max_seq_length: int = 512
     packing: bool = False
+    max_eval_examples: int | None = None  # cap the validation split (eval costs time on a CPU)
     # bookkeeping
     logging_steps: int = 25
-    eval_steps: int | None = None  # default: logging_steps
+    eval_steps: int | None = None  # default: logging_steps; a last eval always ends the run
+    eval_on_start: bool = True  # eval loss of the untouched base: the baseline the curve falls from
     save_steps: int = 100
     save_total_limit: int = 2
+    keep_checkpoints: bool = False  # delete <out>/checkpoints once training has completed
     seed: int = 42
     torch_threads: int | None = None  # CPU threads for training; None keeps torch's default
 
@@ -77,9 +81,10 @@ class TrainConfig:
         if self.max_seq_length < 8:
             raise UserError(f"max_seq_length must be at least 8, not {self.max_seq_length}")
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size",
-                    "gradient_accumulation_steps", "logging_steps", "save_steps", "lora_r")
+                    "gradient_accumulation_steps", "logging_steps", "save_steps", "lora_r",
+                    "max_eval_examples", "eval_steps")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
 
     def lora_targets(self) -> str | list[str]:

@@ -61,21 +61,42 @@ def eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def prompt_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair) -> list[int]:
-    """Token ids of the prompt, as the generator would encode it at inference."""
-    text = fmt.prompt(pair.instruction, pair.input, tokenizer)
-    ids = list(tokenizer(text, add_special_tokens=not fmt.uses_chat_template)["input_ids"])
+def _ids(tokenizer: PreTrainedTokenizerBase, text: str, special: bool) -> list[int]:
+    """Token ids of ``text``; a trailing EOS some tokenizers append is removed."""
+    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
     eos = tokenizer.eos_token_id
-    while ids and eos is not None and ids[-1] == eos:  # tokenizers that append EOS themselves
+    while ids and eos is not None and ids[-1] == eos:
         ids.pop()
     return ids
+
+
+def prompt_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair) -> list[int]:
+    """Token ids of the prompt, as the generator encodes it at inference (BOS for plain text)."""
+    text = fmt.prompt(pair.instruction, pair.input, tokenizer)
+    return _ids(tokenizer, text, special=not fmt.uses_chat_template)
+
+
+def split_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair
+              ) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids without EOS) from ONE tokenization of prompt + answer.
+
+    Tokenizing the whole text gives the answer the tokens the model produces after the prompt
+    at inference (e.g. Llama's "▁answer", not a stray "▁" + "answer"); when a merge crosses
+    the boundary the prompt is no longer a prefix, and the answer is tokenized on its own.
+    """
+    text = fmt.prompt(pair.instruction, pair.input, tokenizer)
+    special = not fmt.uses_chat_template
+    prompt = _ids(tokenizer, text, special)
+    full = _ids(tokenizer, text + fmt.completion(pair.output), special)
+    if len(full) > len(prompt) and full[:len(prompt)] == prompt:
+        return prompt, full[len(prompt):]
+    return prompt, _ids(tokenizer, fmt.completion(pair.output), special=False)
 
 
 def encode_pair(pair: Pair, fmt: Format, tokenizer: PreTrainedTokenizerBase,
                 max_seq_length: int) -> Encoded | None:
     """Tokenize one pair; None when the prompt leaves no room for any response token."""
-    prompt = prompt_ids(fmt, tokenizer, pair)
-    answer = list(tokenizer(fmt.completion(pair.output), add_special_tokens=False)["input_ids"])
+    prompt, answer = split_ids(fmt, tokenizer, pair)
     answer.append(eos_id(tokenizer))
     ids = prompt + answer
     labels = [IGNORE_INDEX] * len(prompt) + answer

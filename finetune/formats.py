@@ -4,8 +4,10 @@ The same ``Format`` serves training and inference. At training time ``dataset.py
 ``prompt`` and ``completion`` separately (loss on the completion only) and appends the tokenizer's
 EOS token id; at inference ``inference_prompt`` gives exactly the prompt the model was trained on,
 in the form ``models.generation.Generator.generate`` takes (plain text, or chat messages rendered
-with the tokenizer's chat template). The adapter's ``manifest.json`` records the format's name, and
-``finetune.adapter.adapter_prompt_format`` looks it up again.
+with the tokenizer's chat template), and ``adapt`` turns any prompt a caller built for a chat model
+(rag's messages, a bare question) into this format. The adapter's ``manifest.json`` records the
+format's name; ``finetune.adapter.adapter_format`` looks it up again and
+``finetune.inference.AdapterGenerator`` applies it to every prompt automatically.
 
 BOS is never written into the text: the tokenizer adds it (Llama's ``<s>``), exactly as the
 generator does for a plain-text prompt; so ``llama2`` renders ``[INST] q [/INST] a </s>`` and
@@ -14,7 +16,7 @@ tokenizes to the published ``<s>[INST] q [/INST] a </s>``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,18 @@ class Format:
             return self.messages(instruction, input)
         return self.prompt(instruction, input)
 
+    def adapt(self, prompt: str | Sequence[dict[str, str]]) -> str | list[dict[str, str]]:
+        """A bare question (str) or chat messages, as the prompt this format was trained on.
+
+        The chat format keeps messages as they are; the text formats join the system and user
+        turns (earlier assistant turns marked as such) into the instruction, in order.
+        """
+        if isinstance(prompt, str):
+            return self.inference_prompt(prompt)
+        if self.build is None:
+            return [dict(m) for m in prompt]
+        return self.prompt(messages_text(prompt))
+
     def completion(self, output: str) -> str:
         """The answer text as trained (its prefix included; EOS is appended as a token id)."""
         return self.answer_prefix + output.strip()
@@ -83,6 +97,19 @@ class Format:
         return {"name": self.name, "description": self.description,
                 "uses_chat_template": self.uses_chat_template,
                 "answer_prefix": self.answer_prefix, "stop": list(self.stop)}
+
+
+def messages_text(messages: Sequence[dict[str, str]]) -> str:
+    """Chat messages as one instruction: contents in order, assistant turns labelled."""
+    parts = []
+    for message in messages:
+        content = str(message.get("content") or "").strip()
+        if not content:
+            continue
+        parts.append(f"Assistente: {content}" if message.get("role") == "assistant" else content)
+    if not parts:
+        raise UserError("the prompt's messages are all empty; nothing to ask the model")
+    return "\n\n".join(parts)
 
 
 def join_input(instruction: str, input: str) -> str:

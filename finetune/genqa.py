@@ -62,7 +62,7 @@ def parse_qa(text: str, limit: int) -> list[tuple[str, str]]:
 def generated_pairs(chunks: Iterable[ChunkText], generator: Generator, per_chunk: int,
                     max_chunks: int, batch: int = 8, max_new_tokens: int = 96
                     ) -> list[tuple[str, Pair]]:
-    """(article title, pair) for ``per_chunk`` pairs from each of the first ``max_chunks`` chunks."""
+    """(article title, pair): ``per_chunk`` pairs from each of the first ``max_chunks`` chunks."""
     selected: list[ChunkText] = []
     for chunk in chunks:
         if len(selected) >= max_chunks:

@@ -115,6 +115,8 @@ def import_pairs(path: Path, fmt: str, val_fraction: float | None = None, seed: 
     file's own ``split`` field and means 0.1 for the other formats.
     """
     importer = IMPORTERS.get(fmt)
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist")
     unit = "item" if _is_array(path) else "line"
     pairs: list[Pair] = []
     bad: dict[int, str] = {}
@@ -144,3 +146,24 @@ def _with_split(pair: Pair, fmt: str, val_fraction: float | None, seed: int) -> 
 def _is_array(path: Path) -> bool:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return fh.read(4096).lstrip().startswith("[")
+
+
+def import_file(path: Path, fmt: str, out: Path, val_fraction: float | None = None,
+                seed: int = 0, questions: Path | None = None,
+                threshold: float | None = None) -> dict[str, Any]:
+    """``finetune import``: convert, filter leakage, write ``out`` and its ``.meta.json``."""
+    from finetune.leakage import DEFAULT_THRESHOLD, filter_pairs
+    from finetune.pairs import pairs_meta
+    from finetune.records import write_meta, write_pairs
+
+    pairs, _ = import_pairs(path, fmt, val_fraction, seed)
+    kept, leakage = filter_pairs(pairs, questions, threshold or DEFAULT_THRESHOLD)
+    if not kept:
+        raise UserError(f"every pair of {path} restates a question of {questions}; "
+                        "nothing left to write (raise --leakage-threshold?)")
+    config = {"imported_from": str(path), "format": fmt, "val_fraction": val_fraction,
+              "seed": seed}
+    meta = pairs_meta(kept, config, {"imported": len(pairs)}, leakage.to_dict())
+    write_pairs(kept, out)
+    write_meta(out, meta)
+    return meta

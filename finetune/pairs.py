@@ -1,8 +1,8 @@
-"""Instruction pairs from a store: templates (+ optional generator QA), limits, dedup, leakage, split.
+"""Instruction pairs from a store: templates (+ generator QA), limits, dedup, leakage, split.
 
 Output: ONE pairs JSONL whose rows carry ``split`` = ``train`` | ``validation``; the split is by
-article (sha256 of ``seed:title`` as a fraction below ``val_fraction``), so no article has pairs
-on both sides. Beside it, ``<name>.meta.json`` records the counts, the config, the split rule,
+article (sha256 of ``seed:title`` read as a fraction, below ``val_fraction``), so no article has
+pairs on both sides. Beside it, ``<name>.meta.json`` records the counts, the config, the split rule,
 the leakage filter (on/off, threshold, questions sha256, drops) and the source store; adapter
 manifests copy it.
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from finetune.genqa import ChunkText, generated_pairs
-from finetune.leakage import DEFAULT_THRESHOLD, filter_pairs
+from finetune.leakage import DEFAULT_THRESHOLD, find_leaks
 from finetune.records import Pair, split_of, write_meta, write_pairs
 from finetune.templates import TEMPLATES, Limits, PageRecord, page_pairs
 from finetune.text import clip, fold, squash
@@ -44,7 +44,9 @@ class PairsConfig:
     templates: tuple[str, ...] = ("lead", "summary", "dates", "facts", "sections")
     max_instruction_chars: int = 300
     max_input_chars: int = 2000
-    max_output_chars: int = 1200
+    max_output_chars: int = 560  # answers cut to whole sentences: ~185 tokens, so a pair fits
+    # cpu-demo's 256 tokens with the chat template and keeps its EOS (truncated answers teach
+    # the model not to stop)
     min_output_chars: int = 2
     max_fact_chars: int = 200
     max_section_pairs: int = 4
@@ -167,9 +169,9 @@ def build_pairs(pages: Iterable[PageRecord], config: PairsConfig,
         items += generated_pairs(chunks, generator, config.gen_per_chunk, config.gen_max_chunks)
     counts.update(f"candidates_{pair.kind}" for _, pair in items)
     items = clean_items(items, config, counts)
-    titles = {id(pair): title for title, pair in items}
-    kept, leakage = filter_pairs([p for _, p in items], questions, config.leakage_threshold)
-    pairs = assign_splits(((titles[id(p)], p) for p in kept), config)
+    leaks, leakage = find_leaks([p for _, p in items], questions, config.leakage_threshold)
+    pairs = assign_splits((item for item, leak in zip(items, leaks, strict=True) if not leak),
+                          config)
     if not pairs:
         raise UserError("no instruction pairs were made (empty store, or everything was "
                         "filtered); check the store and the --exclude-questions threshold")
@@ -191,7 +193,8 @@ def pairs_meta(pairs: Sequence[Pair], config: Any, counts: dict[str, int],
         "counts": {"pairs": len(pairs), "train": splits["train"],
                    "validation": splits["validation"],
                    "by_kind": dict(sorted(Counter(p.kind for p in pairs).items())), **counts},
-        "split": {"by": "article", "rule": "sha256(f'{seed}:{title}') / 2**256 < val_fraction",
+        "split": {"by": "article",
+                  "rule": "int(sha256(f'{seed}:{title}')[:8 bytes]) / 2**64 < val_fraction",
                   "val_fraction": getattr(config, "val_fraction", 0.0),
                   "seed": getattr(config, "seed", 0)},
         "leakage": leakage,
@@ -201,18 +204,25 @@ def pairs_meta(pairs: Sequence[Pair], config: Any, counts: dict[str, int],
 
 def make_pairs(store_dir: Path, out: Path, config: PairsConfig,
                questions: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """``finetune pairs``: read the store, build, write ``out`` and its ``.meta.json``."""
+    """``finetune pairs``: open the store, build, write ``out`` and its ``.meta.json``."""
     from ingest.store import Store
 
     store = Store.open(store_dir)
     try:
-        generator = _generator(config, progress)
-        pairs, meta = build_pairs(store_pages(store), config, questions, generator,
-                                  store_chunks(store) if generator else (), progress)
-        meta["store"] = {"path": str(store_dir), "source": store.manifest.get("source"),
-                         "counts": store.manifest.get("counts")}
+        return pairs_from_store(store, out, config, questions, progress, label=str(store_dir))
     finally:
         store.close()
+
+
+def pairs_from_store(store: Any, out: Path, config: PairsConfig, questions: Path | None = None,
+                     progress: bool = True, label: str = "") -> dict[str, Any]:
+    """Build pairs from an open store (anything with ``pages``/``iter_chunks``/``manifest``)."""
+    generator = _generator(config, progress)
+    pairs, meta = build_pairs(store_pages(store), config, questions, generator,
+                              store_chunks(store) if generator else (), progress)
+    manifest = getattr(store, "manifest", {}) or {}
+    meta["store"] = {"path": label, "source": manifest.get("source"),
+                     "counts": manifest.get("counts")}
     write_pairs(pairs, out)
     write_meta(out, meta)
     log.info("wrote %d pairs (%d train, %d validation) to %s", len(pairs),

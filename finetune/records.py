@@ -134,9 +134,10 @@ def split_of(key: str, val_fraction: float, seed: int) -> str:
 
 
 def meta_path(pairs_path: Path) -> Path:
-    """The sidecar ``<name>.meta.json`` beside a pairs file (``pairs.jsonl`` -> ``pairs.meta.json``)."""
+    """The sidecar beside a pairs file: ``pairs.jsonl`` -> ``pairs.meta.json``."""
     pairs_path = Path(pairs_path)
-    stem = pairs_path.name[:-len(".jsonl")] if pairs_path.name.endswith(".jsonl") else pairs_path.name
+    name = pairs_path.name
+    stem = name[:-len(".jsonl")] if name.endswith(".jsonl") else name
     return pairs_path.with_name(stem + ".meta.json")
 
 

@@ -35,7 +35,7 @@ class PageRecord:
 class Limits:
     """How much of the article a template may use."""
 
-    max_output_chars: int = 1200
+    max_output_chars: int = 560
     max_fact_chars: int = 200
     max_section_pairs: int = 4
     summary_sections: int = 4
@@ -89,6 +89,37 @@ def is_past(lead: str) -> bool:
     return bool(match) and fold(match.group(1)) in ("foi", "foram", "era", "eram")
 
 
+ARTICLES = ("os", "as", "o", "a")
+RANGE = re.compile(r"(.*\d{3,4}.*?)\s+[–—-]\s+(.*\d{3,4}.*)")
+CONTRACTIONS = (("de", "d"), ("em", "n"))  # de + a = da, em + o = no
+
+
+def article(page: PageRecord) -> str:
+    """The definite article the lead puts before the title ("A Lei Áurea é …" -> "a"), or ""."""
+    head, title = fold(page.lead[:len(page.title) + 4]), fold(page.title)
+    return next((a for a in ARTICLES if head.startswith(f"{a} {title}")), "")
+
+
+def fill(template: str, page: PageRecord, value: str = "") -> str:
+    """``{t}`` -> the title with its article (contracted after de/em), ``{v}`` -> value.
+
+    "Quando ocorreu {t}?" gives "Quando ocorreu a Inconfidência Mineira?" and "O resultado de
+    {t}" gives "O resultado da Inconfidência Mineira"; the sentence starts upper-case.
+    """
+    art = article(page)
+    text = template
+    if art:
+        for prep, stem in CONTRACTIONS:
+            text = text.replace(f"{prep} {{t}}", f"{stem}{art} {{t}}")
+            text = text.replace(f"{stem}{art} {{t}}", f"{stem}{art} {page.title}")
+    span = RANGE.fullmatch(value)
+    if span and "em {v}" in text:  # "ocorreu em 1864 – 1870" -> "ocorreu de 1864 a 1870"
+        text = text.replace("em {v}", f"de {span.group(1)} a {span.group(2)}")
+    text = text.replace("{t}", f"{art} {page.title}".strip()).replace("{v}", value)
+    text = re.sub(r"([!?])\.$", r"\1", text)  # "Independência ou Morte!." -> "… Morte!"
+    return text[:1].upper() + text[1:]
+
+
 def _pair(instruction: str, output: str, page: PageRecord, kind: str) -> Pair:
     return Pair(instruction=instruction, input="", output=output, source=page.title, kind=kind)
 
@@ -99,10 +130,10 @@ def lead_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
     if not page.lead.strip():
         return []
     kind, past = entity_kind(page), is_past(page.lead)
-    if kind == "person":
-        question = f"Quem {'foi' if past else 'é'} {page.title}?"
-    else:
-        question = f"O que {'foi' if kind == 'event' or past else 'é'} {page.title}?"
+    plural = article(page) in ("os", "as")
+    verb = ("foram" if plural else "foi") if past or kind == "event" else \
+        ("são" if plural else "é")
+    question = fill(f"{'Quem' if kind == 'person' else 'O que'} {verb} {{t}}?", page)
     return [_pair(question, clip(page.lead, limits.max_output_chars), page, "lead")]
 
 
@@ -122,7 +153,7 @@ def summary_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
     return [_pair(f"Resuma o artigo {page.title}.", summary, page, "summary")]
 
 
-# infobox field -> (question, answer) with {t} = title, {v} = value
+# infobox field -> (question, answer): {t} = the title with its article, {v} = the value
 DATE_FIELDS: dict[str, tuple[str, str]] = {
     "nascimento_data": ("Quando nasceu {t}?", "{t} nasceu em {v}."),
     "data_nascimento": ("Quando nasceu {t}?", "{t} nasceu em {v}."),
@@ -133,8 +164,8 @@ DATE_FIELDS: dict[str, tuple[str, str]] = {
     "data": ("Quando ocorreu {t}?", "{t} ocorreu em {v}."),
     "inicio": ("Quando começou {t}?", "{t} começou em {v}."),
     "fim": ("Quando terminou {t}?", "{t} terminou em {v}."),
-    "data_promulgacao": ("Quando foi promulgada a {t}?", "A promulgação de {t} ocorreu em {v}."),
-    "data_outorga": ("Quando foi outorgada a {t}?", "A outorga de {t} ocorreu em {v}."),
+    "data_promulgacao": ("Quando foi promulgada {t}?", "A promulgação de {t} ocorreu em {v}."),
+    "data_outorga": ("Quando foi outorgada {t}?", "A outorga de {t} ocorreu em {v}."),
     "fundacao": ("Quando ocorreu a fundação de {t}?", "A fundação de {t} ocorreu em {v}."),
     "coroacao": ("Quando ocorreu a coroação de {t}?", "A coroação de {t} ocorreu em {v}."),
     "reinado": ("Qual foi o período do reinado de {t}?", "O reinado de {t} foi de {v}."),
@@ -191,8 +222,7 @@ def _field_pairs(page: PageRecord, limits: Limits, table: dict[str, tuple[str, s
         text = clean_value(value, limits.max_fact_chars)
         if spec and text:
             question, answer = spec
-            out.append(_pair(question.format(t=page.title), answer.format(t=page.title, v=text),
-                             page, kind))
+            out.append(_pair(fill(question, page), fill(answer, page, text), page, kind))
     return out
 
 
@@ -207,8 +237,8 @@ def date_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
                                             strict=True):
             date = DATE.search(part)
             if date:
-                out.append(_pair(question.format(t=page.title),
-                                 answer.format(t=page.title, v=date.group(0)), page, "dates"))
+                out.append(_pair(fill(question, page), fill(answer, page, date.group(0)),
+                                 page, "dates"))
     return out
 
 

@@ -3,18 +3,26 @@
 ``train`` reads a pairs JSONL (rows with ``split: validation`` become the eval set), loads the
 base through ``models.loading`` (4-bit nf4 when asked), tokenizes with response-only labels and
 EOS (``finetune.dataset``), trains, and writes the adapter dir: peft's safetensors,
-``manifest.json``, ``training_log.jsonl``, ``loss.png``, ``lr.png``. Checkpoints go to
-``<out>/checkpoints`` so an interrupted run continues with ``resume=True``.
+``manifest.json``, ``training_log.jsonl``, ``loss.png``, ``lr.png``. The eval loss is taken
+on the untouched base (step 0), every ``eval_steps`` and at the end. Packing uses trl's
+padding-free best-fit packing; transformers keeps packed examples apart from ``position_ids``
+because the KV cache is off. Checkpoints go to ``<out>/checkpoints`` so an interrupted run
+continues with ``resume=True`` (replaying the same batches); they are deleted once it completes.
 
 CPU notes: compute dtype "auto" is float32 on CPU (fp16 matmuls there are slow or missing);
 bitsandbytes runs its paged optimizers unpaged on CPU (it warns); trl casts LoRA weights of a
-4-bit model to bf16, which is undone here unless training in bf16 mixed precision.
+4-bit model to bf16, which is undone here unless training in bf16 mixed precision; and
+bitsandbytes repacks 4-bit weights for fast CPU inference the first time a layer runs in eval
+mode on an AVX512-BF16 CPU, after which no gradient flows through it, so that repacking is
+switched off while training (``keep_4bit_trainable_on_cpu``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,13 +64,30 @@ def split_pairs(pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
             [p for p in pairs if p.split == "validation"])
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` on a GPU that has it, else ``no`` (fp32 weights + fp32 math)."""
+def resolve_precision(precision: str, load_in_4bit: bool = False) -> str:
+    """``auto`` -> ``bf16`` mixed precision where the hardware does bf16 natively, else ``no``.
+
+    Native means a CUDA GPU with bf16, or a CPU whose oneDNN has bf16 kernels (AVX512-BF16 or
+    AMX), where bf16 autocast took 2.4x less CPU time per step than fp32 on the default model;
+    4-bit models on a CPU stay in fp32 (bitsandbytes' CPU kernels compute in fp32 there).
+    """
     if precision != "auto":
         return precision
     import torch
 
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if not load_in_4bit and cpu_has_native_bf16() else "no"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether torch's CPU kernels run bf16 natively here (False when torch cannot tell)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def load_for_training(config: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -72,15 +97,55 @@ def load_for_training(config: TrainConfig) -> tuple[PreTrainedModel, PreTrainedT
                         "load_in_4bit: false")
     options = LoadOptions(dtype=config.dtype, load_in_4bit=config.load_in_4bit,
                           quant_type=config.quant_type, double_quant=config.double_quant,
-                          compute_dtype=config.compute_dtype)
+                          compute_dtype=config.compute_dtype, quant_storage=quant_storage(config))
     model, tokenizer = load_model(config.model, options)
-    if config.load_in_4bit:
+    if config.load_in_4bit and under_fsdp():
+        # FSDP flattens parameters of one dtype: no fp32 upcast of the non-4-bit layers here
+        model.enable_input_require_grads()
+    elif config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model.config.use_cache = False
+        keep_4bit_trainable_on_cpu(model)
+    model.config.use_cache = False  # also what makes transformers keep packed examples apart
     tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def under_fsdp() -> bool:
+    """True inside ``accelerate launch --config_file finetune/accelerate/fsdp_qlora.yaml``."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a distributed launch (torchrun/accelerate set RANK), or a single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def quant_storage(config: TrainConfig) -> str | None:
+    """The 4-bit storage dtype: FSDP shards 4-bit weights only when stored in the compute dtype."""
+    if config.quant_storage != "auto":
+        return config.quant_storage
+    return config.compute_dtype if under_fsdp() and config.load_in_4bit else None
+
+
+def keep_4bit_trainable_on_cpu(model: Any) -> int:
+    """Stop bitsandbytes repacking 4-bit CPU weights during eval; returns the layers changed.
+
+    ``Linear4bit.forward`` converts its weight to an AVX512-BF16 inference layout when it runs
+    in eval mode on such a CPU; the op that then serves the layer has no backward, so after
+    the first evaluation every gradient is zero and training silently stops learning.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:  # pragma: no cover - 4-bit loading already needed it
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", 0):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def prepare(config: TrainConfig, pairs: list[Pair]) -> Prepared:
@@ -96,6 +161,11 @@ def prepare(config: TrainConfig, pairs: list[Pair]) -> Prepared:
     if train_ds is None:
         raise UserError(f"every training example's prompt is longer than max_seq_length="
                         f"{config.max_seq_length}; raise max_seq_length or shorten the inputs")
+    counts = {"train": len(train_pairs), "validation": len(val_pairs)}
+    if config.max_eval_examples and len(val_pairs) > config.max_eval_examples:
+        log.info("validation capped at %d of %d pairs (max_eval_examples)",
+                 config.max_eval_examples, len(val_pairs))
+        val_pairs = val_pairs[:config.max_eval_examples]
     val_ds, val_stats = build_split(val_pairs, fmt, tokenizer, config.max_seq_length,
                                     "validation")
     if val_ds is None:
@@ -103,14 +173,14 @@ def prepare(config: TrainConfig, pairs: list[Pair]) -> Prepared:
     truncation = {"max_seq_length": config.max_seq_length, "train": train_stats.to_dict(),
                   "validation": (val_stats or TruncationStats()).to_dict()}
     return Prepared(model, tokenizer, fmt, train_ds, val_ds, truncation,
-                    {"train": len(train_pairs), "validation": len(val_pairs)})
+                    {**counts, "validation_evaluated": len(val_pairs)})
 
 
 def sft_args(config: TrainConfig, out_dir: Path, has_eval: bool, progress: bool) -> Any:
     """The ``SFTConfig`` for this run (warmup as a ratio: transformers takes a float < 1)."""
     from trl import SFTConfig
 
-    precision = resolve_precision(config.precision)
+    precision = resolve_precision(config.precision, config.load_in_4bit)
     return SFTConfig(
         output_dir=str(out_dir / CHECKPOINTS), seed=config.seed, data_seed=config.seed,
         num_train_epochs=config.num_train_epochs, max_steps=config.max_steps,
@@ -129,9 +199,17 @@ def sft_args(config: TrainConfig, out_dir: Path, has_eval: bool, progress: bool)
         save_strategy="steps", save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=precision == "bf16" and not _cuda(),  # transformers' condition for CPU bf16
         max_length=config.max_seq_length, packing=config.packing,
         report_to=[], disable_tqdm=not progress, dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda(),
     )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def lora_config(config: TrainConfig) -> Any:
@@ -157,7 +235,7 @@ def make_trainer(config: TrainConfig, prep: Prepared, out_dir: Path, progress: b
                          eval_dataset=prep.validation, processing_class=prep.tokenizer,
                          peft_config=lora_config(config),
                          callbacks=[JsonlLogCallback(out_dir / "training_log.jsonl"), *callbacks])
-    if resolve_precision(config.precision) != "bf16":
+    if resolve_precision(config.precision, config.load_in_4bit) != "bf16":
         _trainable_to_fp32(trainer.model)
     return trainer
 
@@ -199,33 +277,91 @@ def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def train(config: TrainConfig, pairs_path: Path, out_dir: Path, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, stop_after: int | None = None
-          ) -> dict[str, Any]:
+          overwrite: bool = False, progress: bool = True, stop_after: int | None = None,
+          callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train and write the adapter dir; returns the manifest.
 
     ``stop_after`` ends training after that many steps with a checkpoint, as an interruption
-    would (used by tests and to split a long CPU run in parts).
+    would (used by tests and to split a long CPU run in parts); ``resume=True`` continues it.
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (benchmarks, tests).
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, resume, overwrite)
+    pairs = read_pairs(pairs_path)  # bad lines fail before anything slow starts
+    if is_main_process():  # the other ranks of a launch never clear the folder
+        check_out_dir(out_dir, resume, overwrite)
     checkpoint = last_checkpoint(out_dir) if resume else None
-    pairs = read_pairs(pairs_path)
     _set_threads(config)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # before peft creates the LoRA weights inside SFTTrainer
     prep = prepare(config, pairs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from finetune.callbacks import StopAfterCallback, plot_training_log
+    from finetune.callbacks import StopAfterCallback
 
-    extra = [StopAfterCallback(stop_after)] if stop_after else []
+    extra = [*callbacks, *([StopAfterCallback(stop_after)] if stop_after else [])]
     trainer = make_trainer(config, prep, out_dir, progress, extra)
+    if prep.validation is not None and config.eval_on_start and not resume:
+        evaluate_untouched(trainer)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.model.save_pretrained(str(out_dir))  # safetensors; no pickled training_args.bin
+    return finish(config, prep, trainer, result, Path(pairs_path), out_dir, checkpoint)
+
+
+def finish(config: TrainConfig, prep: Prepared, trainer: Any, result: Any, pairs_path: Path,
+           out_dir: Path, checkpoint: str | None) -> dict[str, Any]:
+    """After the loop: a last eval, the weights, plots, manifest; checkpoints go when done."""
+    from finetune.callbacks import plot_training_log
+
+    completed = trainer.state.global_step >= trainer.state.max_steps
+    if prep.validation is not None and completed and \
+            _last_eval_step(trainer) != trainer.state.global_step:
+        trainer.evaluate()  # the run always ends with an eval loss on the final weights
+    if not save_weights(trainer, out_dir):
+        return {}  # not the main process of a distributed launch: rank 0 writes the rest
     if not config.use_lora:
         prep.tokenizer.save_pretrained(str(out_dir))
     plot_training_log(out_dir / "training_log.jsonl", out_dir)
-    manifest = build_manifest(config, prep.fmt, Path(pairs_path), prep.counts, prep.truncation,
-                              trainer, result, checkpoint, resolve_precision(config.precision))
+    precision = resolve_precision(config.precision, config.load_in_4bit)
+    manifest = build_manifest(config, prep.fmt, pairs_path, prep.counts, prep.truncation,
+                              trainer, result, checkpoint, precision,
+                              out_dir / "training_log.jsonl")
+    manifest["training"]["completed"] = completed
     write_manifest(out_dir, manifest)
+    if completed and not config.keep_checkpoints:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return manifest
+
+
+def save_weights(trainer: Any, out_dir: Path) -> bool:
+    """Write the trained weights (safetensors, no pickled training_args.bin) from the main
+    process; under FSDP every rank first joins in gathering the full state dict. Returns
+    whether this process is the one that wrote them."""
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    if under_fsdp():
+        acc.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    state = acc.get_state_dict(trainer.model)  # a collective under FSDP: every rank calls it
+    if acc.is_main_process:
+        acc.unwrap_model(trainer.model).save_pretrained(str(out_dir), state_dict=state)
+    acc.wait_for_everyone()
+    return bool(acc.is_main_process)
+
+
+def evaluate_untouched(trainer: Any) -> None:
+    """Eval loss of the base before any step (logged at step 0), leaving the RNG as it was.
+
+    Every DataLoader iterator draws its seed from torch's global generator, so an evaluation
+    here would shift the training order, and a run resumed from a checkpoint (which skips
+    this evaluation) would no longer replay the uninterrupted run's batches.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        trainer.evaluate()
+
+
+def _last_eval_step(trainer: Any) -> int | None:
+    steps = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
+    return steps[-1] if steps else None
 
 
 def _set_threads(config: TrainConfig) -> None:

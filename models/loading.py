@@ -56,8 +56,9 @@ class LoadOptions:
     quant_type: str = "nf4"
     double_quant: bool = True
     compute_dtype: str = "auto"
-    device_map: str | None = None  # e.g. "auto" on CUDA; unset means "auto" on CUDA, CPU otherwise
+    device_map: str | None = None  # e.g. "auto" on CUDA; unset: see ``default_device_map``
     trust_remote_code: bool = False
+    quant_storage: str | None = None  # 4-bit storage dtype (FSDP: the compute dtype)
 
 
 def resolve(name: str) -> ModelRef:
@@ -140,12 +141,22 @@ def _model_kwargs(options: LoadOptions) -> dict[str, Any]:
                               "trust_remote_code": options.trust_remote_code}
     device_map = options.device_map
     if device_map is None and torch.cuda.is_available():
-        device_map = "auto"
+        device_map = default_device_map()
     if device_map is not None:
         kwargs["device_map"] = device_map
     if options.load_in_4bit:
         kwargs["quantization_config"] = quantization_config(options)
     return kwargs
+
+
+def default_device_map() -> str | dict[str, int] | None:
+    """Placement on CUDA when none is asked: FSDP places shards itself (None), a DDP rank takes
+    its own GPU whole (``{"": LOCAL_RANK}``), a single process spreads over every GPU ("auto")."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return "auto"
 
 
 def quantization_config(options: LoadOptions) -> Any:
@@ -159,10 +170,12 @@ def quantization_config(options: LoadOptions) -> Any:
 
     if options.quant_type not in ("nf4", "fp4"):
         raise UserError(f"unknown 4-bit quant_type {options.quant_type!r}; use nf4 or fp4")
+    extra = ({"bnb_4bit_quant_storage": torch_dtype(options.quant_storage)}
+             if options.quant_storage else {})
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
         bnb_4bit_use_double_quant=options.double_quant,
-        bnb_4bit_compute_dtype=torch_dtype(options.compute_dtype),
+        bnb_4bit_compute_dtype=torch_dtype(options.compute_dtype), **extra,
     )
 
 

@@ -161,3 +161,28 @@ def test_embedder_name_as_generator_is_refused() -> None:
 
     with pytest.raises(UserError, match="not a generator"):
         load_model("multilingual-e5-small")
+
+
+def test_default_device_map_follows_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.loading import default_device_map
+
+    for key in ("ACCELERATE_USE_FSDP", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert default_device_map() == "auto"  # one process: spread over every GPU
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device_map() == {"": 1}  # a DDP rank takes its own GPU
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert default_device_map() is None  # FSDP places the shards itself
+
+
+def test_quant_storage_reaches_bitsandbytes() -> None:
+    import torch
+
+    from models.loading import LoadOptions, quantization_config
+
+    plain = quantization_config(LoadOptions(load_in_4bit=True, compute_dtype="float32"))
+    fsdp = quantization_config(LoadOptions(load_in_4bit=True, compute_dtype="bfloat16",
+                                           quant_storage="bfloat16"))
+    assert plain.bnb_4bit_quant_storage == torch.uint8
+    assert fsdp.bnb_4bit_quant_storage == torch.bfloat16
