@@ -8,11 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from compare.metrics import METRICS
+from compare.metrics import DEFAULT_METRICS, METRICS
 from compare.stats import bootstrap_ci, paired_compare, verdict
 
+REPORT_ORDER = (*DEFAULT_METRICS, "semantic_sim",
+                *(f"{who}_{c}" for who in ("judge", "human")
+                  for c in ("overall", "accuracy", "relevance", "coherence",
+                            "contextual_understanding")))
 PAIRED_METRICS = ("exact_match", "f1", "contains", "mc_accuracy", "refusal",
-                  "language_fidelity", "judge_overall")
+                  "language_fidelity", "semantic_sim", "judge_overall", "human_overall")
 
 
 def _scores(samples: list[dict[str, Any]], metric: str) -> dict[str, dict[str, float]]:
@@ -28,7 +32,7 @@ def _metric_names(samples: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for s in samples:
         seen.update(dict.fromkeys(s["scores"]))
-    order = {name: i for i, name in enumerate(METRICS.names())}
+    order = {name: i for i, name in enumerate(REPORT_ORDER)}
     return sorted(seen, key=lambda m: (order.get(m, len(order)), m))
 
 
@@ -73,7 +77,8 @@ def paired_table(samples: list[dict[str, Any]], columns: list[str], seed: int = 
     return rows
 
 
-def cost_table(samples: list[dict[str, Any]], peak_rss: dict[str, float]) -> dict[str, Any]:
+def cost_table(samples: list[dict[str, Any]], peaks: dict[str, dict[str, float | None]]
+               ) -> dict[str, Any]:
     """Latency, tokens and peak memory per column."""
     out = {}
     for col in sorted({s["column"] for s in samples}):
@@ -85,12 +90,13 @@ def cost_table(samples: list[dict[str, Any]], peak_rss: dict[str, float]) -> dic
                     "p95_s": float(np.percentile(lat, 95)),
                     "completion_tokens": tokens, "cached": sum(bool(s.get("cached")) for s in rows),
                     "tokens_per_s": tokens / fresh if fresh > 0 else None,
-                    "peak_rss_mb": peak_rss.get(col)}
+                    "peak_rss_mb": (peaks.get(col) or {}).get("rss_mb"),
+                    "peak_gpu_mb": (peaks.get(col) or {}).get("gpu_mb")}
     return out
 
 
-def summarize(samples: list[dict[str, Any]], columns: list[str], peak_rss: dict[str, float],
-              seed: int = 0) -> dict[str, Any]:
+def summarize(samples: list[dict[str, Any]], columns: list[str],
+              peaks: dict[str, dict[str, float | None]], seed: int = 0) -> dict[str, Any]:
     """The statistical body of ``results.json``."""
     metrics = metric_table(samples, seed)
     paired = paired_table(samples, columns, seed)
@@ -103,5 +109,5 @@ def summarize(samples: list[dict[str, Any]], columns: list[str], peak_rss: dict[
         "paired": paired,
         "verdicts": [p["verdict"] for p in paired if p["metric"] in ("exact_match", "f1",
                                                                       "mc_accuracy")],
-        "latency": cost_table(samples, peak_rss),
+        "latency": cost_table(samples, peaks),
     }

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ class CachedGenerator:
         self.identity = identity
         self.batch_size = batch_size
         self.name = inner.name
+        self.last_fresh: set[int] = set()  # see ``loglikelihood``
+        self.last_seconds: list[float] = []
 
     @property
     def context_window(self) -> int:
@@ -101,16 +104,28 @@ class CachedGenerator:
         return [_generation(found[k], i not in fresh_idx) for i, k in enumerate(keys)]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
-        """Cached continuation log-likelihoods."""
+        """Cached continuation log-likelihoods. After the call, ``last_fresh`` holds the indices
+        computed now and ``last_seconds`` each request's compute time (weights loading excluded;
+        a cached request keeps the time it took when it was computed)."""
         keys = [cache_key("ll", self.identity, c, x) for c, x in requests]
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
+        self.cache.hits += len(keys) - len(missing)
+        self.cache.misses += len(missing)
+        self.last_fresh = set(missing)
         if missing:
+            loaded, start = getattr(self.inner, "load_s", 0.0), time.perf_counter()
             values = self.inner.loglikelihood([requests[i] for i in missing])
-            fresh = {keys[i]: v for i, v in zip(missing, values, strict=True)}
+            seconds = (time.perf_counter() - start
+                       - (getattr(self.inner, "load_s", 0.0) - loaded)) / len(missing)
+            fresh = {keys[i]: {"ll": v, "s": seconds} for i, v in zip(missing, values,
+                                                                     strict=True)}
             self.cache.put_many(fresh)
             found.update(fresh)
-        return [float(found[k]) for k in keys]
+        entries = [found[k] if isinstance(found[k], dict) else {"ll": found[k], "s": 0.0}
+                   for k in keys]
+        self.last_seconds = [float(e["s"]) for e in entries]
+        return [float(e["ll"]) for e in entries]
 
 
 def _generation(value: dict[str, Any], cached: bool) -> Generation:

@@ -2,7 +2,8 @@
 
     compare run data/questions/brazil_history.jsonl                 # the embedded default
     compare run q.jsonl --systems base,rag --model smollm2-135m-instruct --out runs/quick
-    compare run q.jsonl --config compare/experiments/two-models.yaml --judge http://127.0.0.1:8000/v1
+    compare run q.jsonl --config compare/experiments/two-models-two-decodings.yaml --out runs/grid
+    compare run q.jsonl --judge qwen2.5-1.5b-instruct          # or --judge NAME@http://host:8000/v1
     compare report runs/demo            # re-render report.md / report.html
     compare diff runs/demo runs/demo-2
     compare rate runs/demo --export sheet.csv    # blind sheet for human raters
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", help="adapter dir for the finetuned systems")
     run.add_argument("--retriever", choices=["dense", "bm25", "hybrid"])
     run.add_argument("-k", type=int, help="passages retrieved")
+    run.add_argument("--context-tokens", type=int,
+                     help="at most this many tokens of passages in a RAG prompt")
     run.add_argument("--out", type=Path, help="run dir (default runs/<timestamp>)")
     run.add_argument("--limit", type=int, help="only the first N questions")
     run.add_argument("--batch-size", type=int)
     run.add_argument("--max-new-tokens", type=int)
-    run.add_argument("--mc-mode", choices=["loglikelihood", "generate"])
-    run.add_argument("--judge", help="judge model name or OpenAI-compatible URL")
+    run.add_argument("--mc-mode", choices=["loglikelihood", "cloze", "generate"],
+                     help="multiple choice: letter log-likelihood (lm-eval Belebele style, "
+                          "default), option-text cloze (acc_norm), or a generated letter")
+    run.add_argument("--judge", help="LLM judge: a model name, an OpenAI-compatible URL, or "
+                     "NAME@URL")
+    run.add_argument("--template", help="prompt set: short (default), or a rag template name "
+                     "or YAML path")
+    run.add_argument("--lang", help="answer language: auto (each question's own) or pt, en")
+    run.add_argument("--cache", help="generation cache file (default: in the model cache dir)")
     run.add_argument("--base-url", help="OpenAI-compatible server answering for every system")
     run.add_argument("--load-in-4bit", action="store_true", default=None)
     run.add_argument("--seed", type=int)
@@ -70,9 +81,11 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         "models": (args.model,) if args.model else None, "store": args.store,
         "adapters": {args.model or "*": args.adapter} if args.adapter else None,
         "retriever": args.retriever, "k": args.k, "limit": args.limit,
+        "context_tokens": args.context_tokens,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "mc_mode": args.mc_mode, "judge": args.judge, "base_url": args.base_url,
-        "load_in_4bit": args.load_in_4bit, "seed": args.seed,
+        "load_in_4bit": args.load_in_4bit, "seed": args.seed, "template": args.template,
+        "lang": args.lang, "cache": args.cache,
     }
     return load_config(ExperimentConfig, args.config, **overrides)
 
@@ -126,3 +139,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

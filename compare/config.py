@@ -6,37 +6,49 @@ written back resolved as ``config.yaml`` in the run dir.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from compare.systems import SYSTEMS
+from models.errors import UserError
+from models.generation import Decoding
+from models.paths import cache_dir, default_adapter_dir, default_questions, default_store_dir
 from models.sources import DEFAULT_GENERATOR
 
-from models.errors import UserError
-from models.paths import default_adapter_dir, default_questions, default_store_dir
-
 ALL_SYSTEMS = ("base", "rag", "finetuned", "rag+finetuned")
+MC_MODES = ("loglikelihood", "cloze", "generate")
+_DECODING_FIELDS = tuple(f.name for f in dataclasses.fields(Decoding))
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One comparison: every model × decoding × system becomes a column of the report."""
 
-    questions: tuple[str, ...] = (str(default_questions()),)
+    questions: tuple[str, ...] = (str(default_questions()),
+                                  str(default_questions().with_name("multiple_choice.jsonl")))
     systems: tuple[str, ...] = ALL_SYSTEMS
     models: tuple[str, ...] = (DEFAULT_GENERATOR,)
     adapters: dict[str, str] = field(default_factory=dict)
     decodings: tuple[dict[str, Any], ...] = ({"name": "greedy", "strategy": "greedy"},)
-    max_new_tokens: int = 128
+    max_new_tokens: int = 64  # short answers are asked for; a cap keeps batches short on CPU
     store: str = str(default_store_dir())
     retriever: str = "hybrid"
-    k: int = 5
-    lang: str = "pt"
+    k: int = 3  # passages per question (3 keeps the CPU demo's RAG prompts near 600 tokens)
+    dedup: str = "page"
+    context_tokens: int | None = None  # cap on the passages' tokens in a RAG prompt (None: window)
+    template: str = "short"  # compare's short-answer prompts, or a rag template name / YAML path
+    lang: str = "auto"  # "auto": each question's own language
     batch_size: int = 8
     limit: int | None = None
     mc_mode: str = "loglikelihood"
     judge: str | None = None
     base_url: str | None = None
     load_in_4bit: bool = False
+    dtype: str = "auto"
+    cache: str | None = None  # generation cache (sqlite); None: <cache>/compare/generations.sqlite
     seed: int = 0
     title: str = "RAG vs fine-tuning: Brazilian history"
 
@@ -47,8 +59,16 @@ class ExperimentConfig:
                 object.__setattr__(self, name, (value,))
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if self.mc_mode not in ("loglikelihood", "generate"):
-            raise UserError(f"mc_mode must be 'loglikelihood' or 'generate', not {self.mc_mode!r}")
+        if self.mc_mode not in MC_MODES:
+            raise UserError(f"mc_mode must be one of {', '.join(MC_MODES)}, not {self.mc_mode!r}")
+        if not self.systems or not self.models or not self.decodings:
+            raise UserError("an experiment needs at least one system, model and decoding")
+        for name in self.systems:
+            SYSTEMS.get(name)
+        for dec in self.decodings:
+            decoding_for(dec, self)
+        if self.batch_size < 1 or self.k < 1 or self.max_new_tokens < 1:
+            raise UserError("batch_size, k and max_new_tokens must be at least 1")
 
     def adapter_for(self, model: str) -> str:
         """The adapter dir for ``model`` (the default adapter belongs to the default model)."""
@@ -63,8 +83,33 @@ class ExperimentConfig:
 
     def needs_adapter(self) -> bool:
         """True when a system uses the fine-tuned adapter."""
-        return any("finetuned" in s for s in self.systems)
+        return any(SYSTEMS.get(s).adapter for s in self.systems)
 
     def needs_store(self) -> bool:
         """True when a system retrieves."""
-        return any(s.startswith("rag") for s in self.systems)
+        return any(SYSTEMS.get(s).retrieval for s in self.systems)
+
+    def cache_path(self) -> Path:
+        """The generation cache file shared by every run."""
+        if self.cache:
+            return Path(self.cache).expanduser()
+        return cache_dir() / "compare" / "generations.sqlite"
+
+
+def decoding_for(spec: dict[str, Any], cfg: ExperimentConfig) -> Decoding:
+    """A column's ``Decoding``: the YAML entry (minus its ``name``) over the experiment's
+    ``max_new_tokens`` and ``seed``."""
+    if not isinstance(spec, dict):
+        raise UserError(f"each decoding is a mapping like {{name: greedy, strategy: greedy}}, "
+                        f"not {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    for key in params:
+        if key not in _DECODING_FIELDS:
+            close = difflib.get_close_matches(key, _DECODING_FIELDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"decoding {spec.get('name', spec)!r}: unknown setting {key!r}.{hint}")
+    params.setdefault("max_new_tokens", cfg.max_new_tokens)
+    params.setdefault("seed", cfg.seed)
+    if isinstance(params.get("stop"), list):
+        params["stop"] = tuple(params["stop"])
+    return Decoding(**params)

@@ -13,11 +13,13 @@ import numpy as np
 
 from compare.config import ExperimentConfig
 from compare.judge import judge_pairwise, judge_rubric
+from compare.questions import load_questions
 from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
 from compare.report import read_run, render
-from compare.runner import run_experiment, write_results
+from compare.runner import refresh_results, run_experiment
 from compare.systems import SystemFactory
 from models.errors import UserError
+from models.generation import Generator
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +28,16 @@ def semantic_scorer(embedder_name: str) -> Callable[[list[dict[str, Any]]], None
     """A pass adding ``semantic_sim`` (max cosine to a reference) to every open answer."""
 
     def score(samples: list[dict[str, Any]]) -> None:
-        from models.embedders import load_embedder
+        from ingest.embedding import get_embedder
 
         todo = [s for s in samples if s.get("choice") is None and s["output"].strip()]
         if not todo:
             return
-        model = load_embedder(embedder_name)
+        embedder = get_embedder(embedder_name)
         refs = sorted({r for s in todo for r in s["references"]})
-        encode = {"normalize_embeddings": True, "batch_size": 32, "show_progress_bar": False}
-        ref_vecs = dict(zip(refs, model.encode(refs, **encode), strict=True))
-        outs = model.encode([s["output"] for s in todo], **encode)
+        # symmetric similarity: both sides get the query prompt (e5's advice for such tasks)
+        ref_vecs = dict(zip(refs, embedder.embed_queries(refs), strict=True))
+        outs = embedder.embed_queries([s["output"] for s in todo])
         for s, vec in zip(todo, outs, strict=True):
             s["scores"]["semantic_sim"] = float(max(np.dot(vec, ref_vecs[r])
                                                     for r in s["references"]))
@@ -43,20 +45,15 @@ def semantic_scorer(embedder_name: str) -> Callable[[list[dict[str, Any]]], None
     return score
 
 
-def judge_scorer(judge: str, cfg: ExperimentConfig, columns: list[str],
+def judge_scorer(judge: Generator, label: str, columns: list[str],
                  results_extra: dict[str, Any]) -> Callable[[list[dict[str, Any]]], None]:
     """A pass adding the rubric scores, and pairwise A/B verdicts for every column pair."""
 
     def score(samples: list[dict[str, Any]]) -> None:
-        from models.generation import make_generator
-
-        is_url = judge.startswith(("http://", "https://"))
-        gen = make_generator(judge if not is_url else "judge", base_url=judge if is_url else None,
-                             batch_size=cfg.batch_size)
-        failures = judge_rubric(samples, gen)
-        pairs = [judge_pairwise(samples, a, b, gen)
+        failures = judge_rubric(samples, judge)
+        pairs = [judge_pairwise(samples, a, b, judge)
                  for i, a in enumerate(columns) for b in columns[i + 1:]]
-        results_extra["judge"] = {"model": judge, "failures": failures, "pairwise": pairs,
+        results_extra["judge"] = {"model": label, "failures": failures, "pairwise": pairs,
                                   "summary": _judge_summary(failures, pairs)}
 
     return score
@@ -70,15 +67,18 @@ def _judge_summary(failures: int, pairs: list[dict[str, Any]]) -> str:
 
 def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
     """Run the experiment with the real systems; returns the run dir."""
+    load_questions([Path(q) for q in cfg.questions])  # every bad line reported before any work
     factory = SystemFactory(cfg, progress=progress)
     extra: dict[str, Any] = {}
     scorers = [semantic_scorer(factory.embedder_name())]
     if cfg.judge:
         from compare.runner import columns_for
 
-        scorers.append(judge_scorer(cfg.judge, cfg, [c.label for c in columns_for(cfg)], extra))
+        columns = [c.label for c in columns_for(cfg)]
+        scorers.append(judge_scorer(factory.judge_generator(cfg.judge), cfg.judge, columns,
+                                    extra))
     try:
-        run_dir = run_experiment(cfg, out, factory.build, scorers)
+        run_dir = run_experiment(cfg, out, factory.build, scorers, progress=progress)
     finally:
         factory.close()
     if extra:
@@ -113,16 +113,12 @@ def import_ratings(run_dir: Path, sheet: Path) -> str:
     if not key_path.is_file():
         raise UserError(f"{run_dir} has no {KEY_FILE}: export a sheet first (--export)")
     key = json.loads(key_path.read_text(encoding="utf-8"))
-    results, samples = read_run(run_dir)
+    _, samples = read_run(run_dir)
     n = fold_ratings(samples, read_sheet(sheet, key), key)
     agree = agreement(samples)
-    cfg = ExperimentConfig(**{k: v for k, v in results["config"].items()})
-    write_results(cfg, run_dir, samples, {c: v.get("peak_rss_mb") for c, v in
-                                          results["latency"].items()},
-                  results["provenance"]["systems"], results.get("wall_s", 0.0))
+    refresh_results(run_dir, samples)
     summary = (f"{n} rated answers folded in; agreement with the judge: "
                + (", ".join(f"{c}: rho={a['spearman']:.2f}, kappa={a['kappa_quadratic']:.2f}"
                             for c, a in agree.items()) or "no judge scores to compare"))
-    _merge_results(run_dir, {"human": {"n": n, "agreement": agree, "summary": summary},
-                             **{k: results[k] for k in ("judge",) if k in results}})
+    _merge_results(run_dir, {"human": {"n": n, "agreement": agree, "summary": summary}})
     return summary

@@ -158,9 +158,22 @@ _REFUSALS = tuple(fold_accents(p) for p in (
 
 
 def is_refusal(text: str) -> bool:
-    """True when the output says it cannot answer (pt or en phrasing)."""
+    """True when the output declines: the prompt templates' fixed refusal sentences (rag's and
+    compare's), or a common pt/en phrasing of "I cannot answer"."""
+    from rag.prompts import is_refusal as template_refusal
+
     folded = fold_accents(text.lower())
-    return any(p in folded for p in _REFUSALS)
+    return template_refusal(text, _template_refusals()) or any(p in folded for p in _REFUSALS)
+
+
+@lru_cache(maxsize=1)
+def _template_refusals() -> tuple[str, ...]:
+    from compare.prompting import PROMPT_SETS
+    from rag.prompts import CLOSED_BOOK_REFUSALS, REFUSALS, load_template
+
+    own = [lang.refusal for path in PROMPT_SETS.values() for p in path
+           for lang in load_template(p).languages.values()]
+    return tuple(dict.fromkeys([*REFUSALS.values(), *CLOSED_BOOK_REFUSALS.values(), *own]))
 
 
 @metric("refusal", higher_is_better=False, binary=True)
@@ -189,8 +202,9 @@ def detect_language(text: str) -> str:
 
 @metric("language_fidelity", binary=True)
 def language_fidelity(inp: MetricInput) -> float | None:
-    """1 when the answer is in the question's language (skipped under 4 words: too short)."""
-    if len(re.findall(r"\w+", inp.output)) < MIN_WORDS_FOR_LANGID:
+    """1 when the answer is in the question's language (open answers of 4+ words: shorter ones
+    are too short to identify)."""
+    if not _open(inp) or len(re.findall(r"\w+", inp.output)) < MIN_WORDS_FOR_LANGID:
         return None
     return float(detect_language(inp.output) == inp.question.lang)
 

@@ -1,6 +1,7 @@
 """Portuguese-aware answer normalization (SQuAD-style, extended).
 
-Lower-case, fold accents, drop punctuation, drop the articles (pt: o/a/os/as/um/uma/uns/umas;
+Drop bracketed citations ("[1]", "[2, 3]") and a leading "Resposta:" / "Answer:" label, lower-case,
+fold accents, drop punctuation, drop the articles (pt: o/a/os/as/um/uma/uns/umas;
 en: the/a/an), turn Portuguese number words and ordinal marks into digits ("sete" -> "7",
 "1º" -> "1"), remove thousands separators ("1.888" stays "1888"), squeeze whitespace.
 """
@@ -19,9 +20,11 @@ _NUMBER_WORDS = {
     "setenta": 70, "oitenta": 80, "noventa": 90, "cem": 100, "mil": 1000,
     "primeiro": 1, "primeira": 1, "segundo": 2, "segunda": 2, "terceiro": 3, "terceira": 3,
 }
-_ORDINAL = re.compile(r"(\d+)\s*[ºª°]")
+_ORDINAL = re.compile(r"(\d+)\.?\s*[ºª°]")
 _THOUSANDS = re.compile(r"(?<=\d)\.(?=\d{3}\b)")
 _PUNCT = re.compile(r"[^\w\s]")
+_CITATION = re.compile(r"\[\s*\d+(?:\s*[,;–-]\s*\d+)*\s*\]")
+_LABEL = re.compile(r"^\s*(?:resposta(?: curta)?|answer|short answer)\s*:\s*", re.I)
 
 
 def fold_accents(text: str) -> str:
@@ -32,6 +35,7 @@ def fold_accents(text: str) -> str:
 
 def normalize_answer(text: str) -> str:
     """Normalize an answer or reference for exact match and token F1."""
+    text = _LABEL.sub("", _CITATION.sub(" ", text))
     text = _ORDINAL.sub(r"\1", text.lower())
     text = _THOUSANDS.sub("", text)
     text = _PUNCT.sub(" ", fold_accents(text).replace("_", " "))

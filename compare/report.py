@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,30 @@ def _md_cell(text: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
+def _score(sample: dict[str, Any]) -> str:
+    """The side-by-side score cell: F1 for an open answer, right/wrong for a multiple choice."""
+    scores = sample.get("scores", {})
+    if "mc_accuracy" in scores:
+        return "right" if scores["mc_accuracy"] else "wrong"
+    return f"F1 {_fmt(scores.get('f1'))}"
+
+
+def _tag_n(by_col: dict[str, Any]) -> str:
+    ns = {ci["n"] for ci in by_col.values() if ci}
+    return "/".join(str(n) for n in sorted(ns)) or "0"
+
+
+def by_metric_then_tag(by_tag: dict[str, dict[str, Any]], metrics: list[str]
+                       ) -> dict[str, dict[str, Any]]:
+    """``by_tag`` (tag -> metric -> column) regrouped as metric -> tag -> column."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in metrics:
+        rows = {tag: per[metric] for tag, per in by_tag.items() if metric in per}
+        if rows:
+            out[metric] = rows
+    return out
+
+
 def per_question(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Samples grouped by question, in first-seen order, for the side-by-side table."""
     groups: dict[str, dict[str, Any]] = {}
@@ -57,7 +80,7 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
                              trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters.update(ci=_ci, fmt=_fmt, md=_md_cell)
+    env.filters.update(ci=_ci, fmt=_fmt, md=_md_cell, score=_score, tag_n=_tag_n)
     return env
 
 
@@ -82,12 +105,16 @@ def render(run_dir: Path) -> tuple[Path, Path]:
     """(Re-)render plots, ``report.md`` and ``report.html`` of a run dir."""
     results, samples = read_run(run_dir)
     plots = make_plots(results, samples, run_dir / "plots")
+    metric_names = list(results["metrics"])
+    curves = _training_curves(results)
     context = {
         "r": results, "questions": per_question(samples), "plots": plots,
-        "metric_names": list(results["metrics"]), "tags": results.get("by_tag", {}),
+        "metric_names": metric_names, "curves": curves,
+        "gpu": any(v.get("peak_gpu_mb") for v in results.get("latency", {}).values()),
+        "by_tag": by_metric_then_tag(results.get("by_tag", {}), metric_names),
     }
     md = _env(False).get_template("report.md.j2").render(**context)
-    images = _images(run_dir, plots, _training_curves(results))
+    images = _images(run_dir, plots, curves)
     html = _env(True).get_template("report.html.j2").render(images=images, **context)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text(md, encoding="utf-8")
@@ -96,18 +123,38 @@ def render(run_dir: Path) -> tuple[Path, Path]:
 
 
 def diff_runs(a: Path, b: Path) -> str:
-    """A Markdown table of metric means in run A vs run B for the columns they share."""
-    ra, _ = read_run(a)
-    rb, _ = read_run(b)
-    rows = defaultdict(list)
+    """A Markdown table of metric means in run A vs run B for the columns they share, with a
+    paired test (run B vs run A, on the questions both answered) for the headline metrics."""
+    (ra, sa), (rb, sb) = read_run(a), read_run(b)
+    lines = [f"| column | metric | {a.name} | {b.name} | Δ (B−A) | paired test (B vs A) |",
+             "|---|---|---|---|---|---|"]
     for metric, by_col in ra["metrics"].items():
         for col, ci in by_col.items():
             other = rb["metrics"].get(metric, {}).get(col)
             if other:
-                rows[col].append((metric, ci["mean"], other["mean"]))
-    lines = [f"| column | metric | {a.name} | {b.name} | Δ (B−A) |", "|---|---|---|---|---|"]
-    for col, items in rows.items():
-        lines += [f"| {col} | {m} | {x:.3f} | {y:.3f} | {y - x:+.3f} |" for m, x, y in items]
+                test = _paired_across_runs(sa, sb, col, metric)
+                lines.append(f"| {col} | {metric} | {ci['mean']:.3f} | {other['mean']:.3f} | "
+                             f"{other['mean'] - ci['mean']:+.3f} | {test} |")
     if len(lines) == 2:
         return "The two runs share no (column, metric) pair."
     return "\n".join(lines)
+
+
+def _paired_across_runs(sa: list[dict[str, Any]], sb: list[dict[str, Any]], col: str,
+                        metric: str) -> str:
+    from compare.metrics import METRICS
+    from compare.stats import paired_compare
+
+    if metric not in ("exact_match", "f1", "contains", "mc_accuracy", "semantic_sim"):
+        return "–"
+    x = {s["question_id"]: s["scores"][metric] for s in sa
+         if s["column"] == col and metric in s["scores"]}
+    y = {s["question_id"]: s["scores"][metric] for s in sb
+         if s["column"] == col and metric in s["scores"]}
+    common = sorted(set(x) & set(y))
+    if len(common) < 2:
+        return "–"
+    m = METRICS.get(metric)
+    res = paired_compare(metric, "B", [y[q] for q in common], "A", [x[q] for q in common],
+                         m.binary, m.higher_is_better)
+    return f"{res.test} p={res.p_value:.3g} (n={res.n}, {res.wins}/{res.ties}/{res.losses})"

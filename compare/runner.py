@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+from tqdm.auto import tqdm
+
 from compare import provenance
 from compare.aggregate import summarize
 from compare.config import ExperimentConfig
@@ -25,6 +28,7 @@ from compare.protocol import System, SystemAnswer
 from compare.questions import Question, load_questions
 from compare.report import render
 from models.config import config_dict, write_config
+from models.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,28 @@ def columns_for(cfg: ExperimentConfig) -> list[Column]:
 
 
 def run_dir_for(out: Path) -> Path:
-    """The dir this run writes: ``out`` itself if new or unfinished, else a fresh sibling."""
-    if not out.exists() or not (out / "results.json").exists():
+    """The dir this run writes: ``out`` itself if new or unfinished, else the first sibling
+    ``out-2``, ``out-3`` … that is new or unfinished (finished runs are never overwritten)."""
+    if not (out / "results.json").exists():
         return out
     n = 2
     while (out.parent / f"{out.name}-{n}" / "results.json").exists():
         n += 1
     return out.parent / f"{out.name}-{n}"
+
+
+def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to continue an unfinished run that was started with another config."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    now = config_dict(cfg)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        raise UserError(f"{run_dir} is an unfinished run started with other settings "
+                        f"({', '.join(changed)}); re-run with the same settings to continue "
+                        "it, or pass another --out")
 
 
 def score(answer: SystemAnswer, question: Question, uses_retrieval: bool) -> dict[str, float]:
@@ -92,11 +111,13 @@ def _done(samples_path: Path) -> set[tuple[str, str]]:
 
 
 def run_column(system: System, col: Column, questions: Sequence[Question], samples_path: Path,
-               batch_size: int) -> float:
-    """Answer the questions this column has not answered yet; append samples; return peak MB."""
+               batch_size: int, progress: bool = True) -> dict[str, float | None]:
+    """Answer the questions this column has not answered yet; append and flush the samples
+    after every batch (Ctrl-C loses at most one batch); return the peak RSS and GPU MB."""
     done = _done(samples_path)
     todo = [q for q in questions if (col.label, q.id) not in done]
-    with PeakRSS() as peak, open(samples_path, "a", encoding="utf-8") as fh:
+    bar = tqdm(total=len(todo), desc=col.label, unit="q", disable=not progress or not todo)
+    with bar, PeakRSS() as peak, open(samples_path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             open_qs = [q for q in batch if not q.is_multiple_choice]
@@ -107,7 +128,8 @@ def run_column(system: System, col: Column, questions: Sequence[Question], sampl
                 record = sample_record(col, q, ans, system.uses_retrieval)
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
-    return peak.mb
+            bar.update(len(batch))
+    return {"rss_mb": peak.mb, "gpu_mb": peak.gpu_mb}
 
 
 def _read_samples(path: Path) -> list[dict[str, Any]]:
@@ -117,10 +139,12 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
 
 def run_experiment(cfg: ExperimentConfig, out: Path,
                    build_system: Callable[[Column, ExperimentConfig], System],
-                   extra_scorers: Sequence[Callable[[list[dict[str, Any]]], None]] = ()) -> Path:
+                   extra_scorers: Sequence[Callable[[list[dict[str, Any]]], None]] = (),
+                   progress: bool = True) -> Path:
     """Run every column, write samples/results/report into a run dir; return the dir."""
     questions = load_questions([Path(p) for p in cfg.questions])[: cfg.limit or None]
     run_dir = run_dir_for(out)
+    check_resumable(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir / "config.yaml")
     samples_path = run_dir / "samples.jsonl"
@@ -129,7 +153,8 @@ def run_experiment(cfg: ExperimentConfig, out: Path,
         log.info("column %s: %d questions", col.label, len(questions))
         system = build_system(col, cfg)
         fingerprints[col.label] = system.fingerprint()
-        peaks[col.label] = run_column(system, col, questions, samples_path, cfg.batch_size)
+        peaks[col.label] = run_column(system, col, questions, samples_path, cfg.batch_size,
+                                      progress)
     samples = _read_samples(samples_path)
     for scorer in extra_scorers:
         scorer(samples)
@@ -139,7 +164,8 @@ def run_experiment(cfg: ExperimentConfig, out: Path,
 
 
 def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, Any]],
-                  peaks: dict[str, float], fingerprints: dict[str, Any], wall_s: float) -> None:
+                  peaks: dict[str, dict[str, float | None]], fingerprints: dict[str, Any],
+                  wall_s: float) -> None:
     """Aggregate and write results.json (and rewrite samples with any added scores)."""
     labels = [c.label for c in columns_for(cfg)]
     with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
@@ -160,10 +186,26 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, 
                                           encoding="utf-8")
 
 
+def refresh_results(run_dir: Path, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-aggregate a finished run after scores were added to its samples (human ratings),
+    keeping its provenance, config, peaks and creation time; returns the new results."""
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    peaks = {c: {"rss_mb": v.get("peak_rss_mb"), "gpu_mb": v.get("peak_gpu_mb")}
+             for c, v in results["latency"].items()}
+    seed = results.get("provenance", {}).get("seed", 0)
+    results.update(summarize(samples, results["columns"], peaks, seed))
+    results["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    return results
+
+
 def _adapters(fingerprints: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for fp in fingerprints.values():
         adapter = fp.get("adapter")
         if adapter:
-            out[adapter["path"]] = adapter
+            out[adapter.get("path") or adapter.get("served")] = adapter
     return out

@@ -93,7 +93,8 @@ def test_rating_round_trip_and_agreement(tmp_path: Path) -> None:
     text = sheet.read_text()
     assert "rag" not in text.split("\n")[0] and "column" not in text  # blind
     key = json.loads((tmp_path / KEY_FILE).read_text())
-    rows = list(csv.DictReader(open(sheet, encoding="utf-8")))
+    with open(sheet, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     by_item = {(s["column"], s["question_id"]): s for s in samples}
     for row in rows:  # the human agrees exactly with the judge
         s = by_item[(key[row["item"]]["column"], key[row["item"]]["question_id"])]

@@ -48,3 +48,14 @@ def test_missing_file_and_empty(tmp_path: Path) -> None:
         load_questions(tmp_path / "nope.jsonl")
     with pytest.raises(UserError, match="no questions"):
         load_questions(write(tmp_path / "e.jsonl", [""]))
+
+
+def test_cli_refuses_bad_file_before_loading_anything(tmp_path: Path, capsys) -> None:
+    from compare.cli import main
+
+    bad = write(tmp_path / "bad.jsonl", [good(1), "{oops", json.dumps({"id": "b", "answers": []})])
+    code = main(["run", str(bad), "--systems", "base", "--out", str(tmp_path / "r"),
+                 "--cache", str(tmp_path / "c.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.jsonl:2:" in err and "bad.jsonl:3:" in err
+    assert "Traceback" not in err and not (tmp_path / "c.sqlite").exists()

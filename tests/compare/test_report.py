@@ -1,4 +1,4 @@
-"""Reports: golden Markdown from fixed results, escaping, and a headless-Chromium look at the HTML."""
+"""Reports: golden Markdown from fixed results, escaping, a headless-Chromium look at the HTML."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def fixed_run(tmp_path: Path) -> Path:
                         "tokens_per_s": 3.3, "cached": 0, "peak_rss_mb": 900.0}
                     for c in ("base", "rag")},
         "provenance": {"git": {"commit": "abc"}, "seed": 0},
+        "judge": {"model": "judge-model", "failures": 1, "summary": "",
+                  "pairwise": [{"a": "base", "b": "rag", "n": 2, "a_wins": 0, "b_wins": 1,
+                                "ties": 0, "inconsistent": 1, "position_bias_rate": 0.5}]},
+        "human": {"n": 4, "summary": "", "agreement": {
+            "accuracy": {"n": 4, "spearman": 0.8, "kappa_quadratic": 0.75}}},
     }
     samples = [
         {"column": col, "question_id": qid, "question": question, "references": ["Brasília"],
@@ -43,6 +48,9 @@ def fixed_run(tmp_path: Path) -> Path:
         for col, out, em, f1 in (("base", "<script>alert(1)</script> São Paulo", 0.0, 0.0),
                                  ("rag", "Brasília", 1.0, 1.0))
     ]
+    samples.append({"column": "rag", "question_id": "mc1", "question": "Qual? (A|B)",
+                    "references": ["B"], "output": "B", "retrieved": [], "choice": 1,
+                    "scores": {"mc_accuracy": 1.0}})
     (run / "results.json").write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
     (run / "samples.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n"
                                                for s in samples), encoding="utf-8")

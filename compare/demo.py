@@ -1,0 +1,250 @@
+"""The whole pipeline on the embedded default, each step skipped when its output is up to date.
+
+    python -m compare.demo            # what `make demo` runs
+    python -m compare.demo --quiet    # no progress bars
+
+1. models: materialize the default generator and embedder (once, into the model cache);
+2. ingest the sample dump into the default store (skipped when the store holds this dump);
+3. instruction pairs from the store, with the leakage filter against the default questions
+   (skipped when store, questions and settings are unchanged: sha256s recorded beside the pairs);
+4. train the ``cpu-demo`` adapter (skipped when it was trained on these pairs with this preset;
+   an interrupted training resumes from its last checkpoint);
+5. ``compare run`` the default experiment (``compare/experiments/default.yaml``: the default
+   questions and the multiple-choice set, all four systems) into ``runs/demo``. Runs are never
+   overwritten: a re-run lands in ``runs/demo-2`` …, with every generation from the cache, so
+   no generator weights are even loaded.
+
+It prints each step's wall time and, at the end, where the report is and the headline numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from compare.config import ExperimentConfig
+from models.cli_support import add_common_flags, run_cli, setup_logging
+from models.config import config_dict
+from models.errors import UserError
+from models.hashing import sha256_file
+from models.paths import (
+    REPO_ROOT,
+    cache_dir,
+    default_adapter_dir,
+    default_questions,
+    default_store_dir,
+    sample_dump,
+)
+
+TRAIN_PRESET = "cpu-demo"
+
+
+def pairs_path() -> Path:
+    """Where the demo keeps its instruction pairs."""
+    return cache_dir() / "pairs" / "sample.jsonl"
+
+
+def step(name: str, fn: Callable[[], str], timings: dict[str, float]) -> None:
+    """Run one step, print what it did and how long it took."""
+    print(f"[{len(timings) + 1}/5] {name} ...", flush=True)
+    start = time.perf_counter()
+    outcome = fn()
+    timings[name] = time.perf_counter() - start
+    print(f"      {outcome} ({timings[name]:.1f} s)", flush=True)
+
+
+def ensure_models(cfg: ExperimentConfig) -> str:
+    """Materialize the experiment's generator(s) and the default embedder."""
+    from models.embedders import resolve_embedder
+    from models.loading import resolve
+    from models.sources import DEFAULT_EMBEDDER
+
+    for model in cfg.models:
+        resolve(model)
+    resolve_embedder(DEFAULT_EMBEDDER)
+    return f"{', '.join(cfg.models)} and {DEFAULT_EMBEDDER} ready in {cache_dir() / 'models'}"
+
+
+def store_is_current(store_dir: Path, dump: Path) -> bool:
+    """True when ``store_dir`` is a finished store built from exactly ``dump``."""
+    if not (store_dir / "manifest.json").is_file():
+        return False
+    from ingest.store import Store
+
+    try:
+        store = Store.open(store_dir)
+    except Exception:  # an unfinished or corrupt store is rebuilt  # noqa: BLE001
+        return False
+    try:
+        return (store.manifest.get("source") or {}).get("sha256") == sha256_file(dump)
+    finally:
+        store.close()
+
+
+def ensure_store(progress: bool) -> str:
+    """Ingest the sample dump into the default store unless it is already there; an interrupted
+    build resumes, a store of another dump is rebuilt."""
+    from ingest.build import build_store
+    from ingest.writer import store_state
+
+    store_dir, dump = default_store_dir(), sample_dump()
+    if store_is_current(store_dir, dump):
+        return f"store {store_dir} is up to date (skipped)"
+    state = store_state(store_dir)
+    build_store(dump, store_dir, resume=state == "unfinished", overwrite=state == "finished",
+                progress=progress)
+    return f"ingested {dump.name} into {store_dir}"
+
+
+def _pairs_inputs() -> dict[str, Any]:
+    from finetune.pairs import PairsConfig
+    from ingest.store import Store
+
+    store = Store.open(default_store_dir())
+    try:
+        store_sha = store.sha256()
+    finally:
+        store.close()
+    return {"store_sha256": store_sha, "questions_sha256": sha256_file(default_questions()),
+            "config": config_dict(PairsConfig())}
+
+
+def ensure_pairs(progress: bool) -> str:
+    """Instruction pairs with the leakage filter, unless made from these very inputs."""
+    from finetune.pairs import PairsConfig, make_pairs
+
+    out, inputs = pairs_path(), _pairs_inputs()
+    stamp = out.with_suffix(".inputs.json")
+    if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == inputs:
+        return f"pairs {out} are up to date (skipped)"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = make_pairs(default_store_dir(), out, PairsConfig(), questions=default_questions(),
+                      progress=progress)
+    stamp.write_text(json.dumps(inputs, indent=1), encoding="utf-8")
+    counts, leak = meta["counts"], meta.get("leakage") or {}
+    return (f"{counts['pairs']} pairs ({counts['train']} train, {counts['validation']} "
+            f"validation); leakage filter dropped {leak.get('dropped', 0)} -> {out}")
+
+
+def ensure_adapter(progress: bool) -> str:
+    """Train the cpu-demo adapter unless it was trained on these pairs with this preset (in a
+    child process, so the training's memory is not counted in the comparison's peaks)."""
+    from finetune.adapter import read_manifest
+    from finetune.config import train_config
+
+    out, pairs, config = default_adapter_dir(), pairs_path(), train_config(TRAIN_PRESET)
+    if (out / "manifest.json").is_file():
+        manifest = read_manifest(out)
+        if ((manifest.get("pairs") or {}).get("sha256") == sha256_file(pairs)
+                and manifest.get("config") == config_dict(config)):
+            return f"adapter {out} is up to date (skipped)"
+    resume = (out / "checkpoints").is_dir() and not (out / "manifest.json").is_file()
+    child("finetune.cli", ["train", "--config", TRAIN_PRESET, "--pairs", str(pairs), "--out",
+                           str(out), "--resume" if resume else "--overwrite"], progress)
+    t = read_manifest(out).get("training") or {}
+    return (f"trained {t.get('global_step')} steps, loss {_num(t.get('first_loss'))} -> "
+            f"{_num(t.get('last_loss'))} -> {out}")
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def child(module: str, argv: list[str], progress: bool) -> None:
+    """Run a stage's CLI in a child process (its output shows; a failure stops the demo)."""
+    code = f"import sys; from {module} import main; sys.exit(main(sys.argv[1:]))"
+    args = [sys.executable, "-c", code, *argv, *([] if progress else ["--quiet"])]
+    if subprocess.run(args, check=False).returncode != 0:
+        raise UserError(f"`{module.split('.')[0]} {' '.join(argv)}` failed (see above); fix it "
+                        "and re-run the demo: finished steps are skipped")
+
+
+def run_compare(progress: bool, out: Path, holder: dict[str, Any]) -> str:
+    """``compare run`` of the default experiment in a child process (clean memory figures);
+    remembers the run dir in ``holder``."""
+    from compare.runner import run_dir_for
+
+    run_dir = run_dir_for(out)
+    child("compare.cli", ["run", "--out", str(run_dir)], progress)
+    holder["run_dir"] = run_dir
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    cost = results["latency"]
+    cached = sum(c["cached"] for c in cost.values())
+    total = sum(c["n"] for c in cost.values())
+    return f"{total} answers ({cached} from the generation cache) -> {run_dir}"
+
+
+def summary(run_dir: Path) -> list[str]:
+    """The headline: each system's EM/F1 with 95% CIs, then each system vs base, paired."""
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    metrics, lines = results["metrics"], []
+    for col in results["columns"]:
+        em, f1 = metrics["exact_match"].get(col), metrics["f1"].get(col)
+        if em and f1:
+            lines.append(f"{col:>14}: EM {em['mean']:.3f} [{em['low']:.3f}, {em['high']:.3f}]  "
+                         f"F1 {f1['mean']:.3f} [{f1['low']:.3f}, {f1['high']:.3f}]")
+    paired = {(p["a"], p["b"], p["metric"]): p for p in results["paired"]}
+    for col in results["columns"]:
+        parts = [_versus_base(paired, col, m) for m in ("exact_match", "f1")]
+        if all(parts):
+            lines.append(f"{col} vs base: " + "; ".join(parts))
+    return lines
+
+
+def _versus_base(paired: dict[tuple[str, str, str], dict[str, Any]], col: str, metric: str
+                 ) -> str | None:
+    """"EM +0.25 (mcnemar-exact p=0.002, 12/40/2)" for ``col`` minus base, or None."""
+    p, sign = paired.get(("base", col, metric)), -1
+    if p is None:
+        p, sign = paired.get((col, "base", metric)), 1
+    if p is None:
+        return None
+    wins, losses = (p["wins"], p["losses"]) if sign == 1 else (p["losses"], p["wins"])
+    label = {"exact_match": "EM", "f1": "F1"}[metric]
+    return (f"{label} {sign * p['mean_diff'] + 0.0:+.3f} ({p['test']} p={p['p_value']:.3g}, "
+            f"wins/ties/losses {wins}/{p['ties']}/{losses})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m compare.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "demo",
+                   help="run dir (a finished one is never overwritten: -2, -3 … are used)")
+    add_common_flags(p)
+    return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(quiet=True, verbose=args.verbose)  # the steps print; library logs stay quiet
+    progress, timings, holder = not args.quiet, {}, {}
+    cfg = ExperimentConfig()
+    started = time.perf_counter()
+    step("models", lambda: ensure_models(cfg), timings)
+    step("ingest the sample dump", lambda: ensure_store(progress), timings)
+    step("instruction pairs (leakage-filtered)", lambda: ensure_pairs(progress), timings)
+    step(f"train the {TRAIN_PRESET} adapter", lambda: ensure_adapter(progress), timings)
+    step("compare base / rag / finetuned / rag+finetuned",
+         lambda: run_compare(progress, args.out, holder), timings)
+    run_dir, total = holder["run_dir"], time.perf_counter() - started
+    (run_dir / "demo_timings.json").write_text(json.dumps(
+        {"total_s": round(total, 1), **{k: round(v, 1) for k, v in timings.items()}}, indent=1))
+    print(f"\ndone in {total:.0f} s. Report: {run_dir / 'report.html'} "
+          f"(markdown: {run_dir / 'report.md'})")
+    print("\n".join(summary(run_dir)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m compare.demo``."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
