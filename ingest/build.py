@@ -7,6 +7,7 @@ cleaning/chunking in ``--workers`` processes (results in dump order, so ids are
 deterministic), embedding batched in the main process, one checkpoint per block of
 ``checkpoint_pages`` dump pages. Blocks are cut by dump position only, so a resumed build embeds
 exactly the same texts per call as an uninterrupted one and ends identical to it.
+``--engine ray`` (``ENGINES``) runs the same steps as a Ray Data pipeline (``ingest.ray_engine``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ingest.finish import finish_store
 from ingest.namespaces import Namespaces, build_namespaces
 from ingest.writer import PageRow, StoreWriter, remove_store, require_empty, store_state
 from models.errors import UserError
+from models.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +257,16 @@ class _Builder:
         results: list[PageResult] = job.get()
         counts = Counter(block.counts)
         counts["articles_read"] += len(block.articles)
-        pages, chunks = [], []
-        for result in results:
+        kept = [results[i] for i in self.select(results, counts)]
+        chunks = [c for r in kept for c in r.chunks]
+        texts = [embed_text(c.title, c.section, c.text, self.config.title_prefix) for c in chunks]
+        vectors = embed_texts(self.embedder, texts, self.config.batch_size)
+        self.store_block(block, kept, vectors, counts, bar)
+
+    def select(self, results: list[PageResult], counts: Counter[str]) -> list[int]:
+        """Positions of the results to store; skipped and duplicate pages are counted."""
+        kept = []
+        for i, result in enumerate(results):
             if result.skip or result.page.page_id in self.known:
                 reason = result.skip or "duplicate"
                 counts[f"skipped_{reason}"] += 1
@@ -265,10 +275,14 @@ class _Builder:
                                 result.page.page_id, reason.replace("_", " "))
                 continue
             self.known.add(result.page.page_id)
-            pages.append(result.page)
-            chunks.extend(result.chunks)
-        texts = [embed_text(c.title, c.section, c.text, self.config.title_prefix) for c in chunks]
-        vectors = embed_texts(self.embedder, texts, self.config.batch_size)
+            kept.append(i)
+        return kept
+
+    def store_block(self, block: Block, kept: list[PageResult], vectors: Any,
+                    counts: Counter[str], bar: Any) -> None:
+        """Commit one block (pages, chunks, their vectors, aliases, checkpoint) and report."""
+        pages = [r.page for r in kept]
+        chunks = [c for r in kept for c in r.chunks]
         counts["articles"] += len(pages)
         counts["chunks"] += len(chunks)
         self.writer.commit_block(pages, chunks, vectors, block.aliases, block.next_index, counts)
@@ -295,19 +309,51 @@ def prepare_store_dir(store: Path, resume: bool, overwrite: bool) -> str:
     return state
 
 
+@dataclass(frozen=True)
+class Engine:
+    """How a build runs: ``check`` fails early (a missing package), ``make`` gives the builder."""
+
+    check: Callable[[], None]
+    make: Callable[[Path, Path, IngestConfig, EmbedderLike | None, bool], _Builder]
+
+
+def _local_builder(dump: Path, store: Path, config: IngestConfig,
+                   embedder: EmbedderLike | None, progress: bool) -> _Builder:
+    return _Builder(dump, store, config, embedder or get_embedder(config.embedder), progress)
+
+
+def _ray_check() -> None:
+    from ingest.ray_engine import require_ray
+
+    require_ray()
+
+
+def _ray_builder(dump: Path, store: Path, config: IngestConfig,
+                 embedder: EmbedderLike | None, progress: bool) -> _Builder:
+    from ingest.ray_engine import RayBuilder
+
+    return RayBuilder(dump, store, config, embedder, progress)
+
+
+ENGINES: Registry[Engine] = Registry("ingest engine")
+ENGINES.add("local", Engine(lambda: None, _local_builder))  # processes on this machine
+ENGINES.add("ray", Engine(_ray_check, _ray_builder))  # Ray Data (ingest.ray_engine)
+
+
 def build_store(dump: str | Path, store: str | Path, config: IngestConfig = IngestConfig(),
                 embedder: EmbedderLike | None = None, resume: bool = False,
                 overwrite: bool = False, progress: bool = True) -> Path:
     """Build (or finish, with ``resume``) the store at ``store`` from ``dump``."""
     dump, store = Path(dump), Path(store)
+    engine = ENGINES.get(config.engine)
+    engine.check()
     with DumpReader(dump):  # a missing, empty or unreadable dump fails before the store exists
         pass
     state = prepare_store_dir(store, resume, overwrite)
     if state == "finished" and resume:
         log.info("store %s is already finished; nothing to resume", store)
         return store
-    embedder = embedder or get_embedder(config.embedder)
-    builder = _Builder(dump, store, config, embedder, progress)
+    builder = engine.make(dump, store, config, embedder, progress)
     try:
         builder.check_resume()
         if builder.writer.checkpoint.next_index:

@@ -3,6 +3,7 @@
 Example::
 
     ingest build data/wiki/ptwiki-sample-brazilian-history.xml.bz2 --store stores/sample
+    ingest build data/wiki/ptwiki-sample-brazilian-history.xml.bz2 --store stores/s2 --engine ray
     ingest search stores/sample "Quem foi Tiradentes?" -k 5
     ingest info stores/sample
 """
@@ -14,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest.build import build_store
+from ingest.build import ENGINES, build_store
 from ingest.config import IngestConfig
 from ingest.store import Store, describe_store
 from models.cli_support import add_common_flags, run_cli, setup_logging
@@ -40,6 +41,15 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tables", choices=("drop", "linearize"), help="what to do with tables")
     p.add_argument("--batch-size", type=int, help="embedding batch size")
     p.add_argument("--checkpoint-pages", type=int, help="dump pages per checkpoint")
+    p.add_argument("--index-on-disk", action="store_true", default=None,
+                   help="IVF index: keep the inverted lists in index.ivfdata (memory-mapped)")
+    p.add_argument("--engine", choices=ENGINES.names(),
+                   help="local (processes on this machine, default) or ray (Ray Data; "
+                        'pip install "ragvsft[scale]")')
+    p.add_argument("--ray-address", help="ray: cluster to join (auto, ray://host:10001); "
+                                         "default $RAY_ADDRESS, else a local Ray instance")
+    p.add_argument("--ray-actors", type=int,
+                   help="ray: embedding actors (default one per GPU, else CPUs - 1)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue an interrupted build")
     mode.add_argument("--overwrite", action="store_true", help="delete the store and start over")
@@ -62,7 +72,8 @@ def _other_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     """Build the store."""
     keys = ("embedder", "chunk_words", "overlap", "title_prefix", "index", "index_threshold",
-            "workers", "limit", "keep_infobox", "tables", "batch_size", "checkpoint_pages")
+            "workers", "limit", "keep_infobox", "tables", "batch_size", "checkpoint_pages",
+            "index_on_disk", "engine", "ray_address", "ray_actors")
     config = load_config(IngestConfig, args.config, **{k: getattr(args, k) for k in keys})
     path = build_store(args.dump, args.store, config, resume=args.resume,
                        overwrite=args.overwrite, progress=not args.quiet)

@@ -32,16 +32,26 @@ class IngestConfig:
     skip_sections: tuple[str, ...] = SKIP_SECTIONS
     batch_size: int = 32  # embedding batch
     checkpoint_pages: int = 1000  # dump pages per checkpoint (and per embedding call)
+    index_on_disk: bool = False  # IVF indexes: inverted lists in index.ivfdata, memory-mapped
+    engine: str = "local"  # local | ray (Ray Data: ingest.ray_engine)
+    ray_address: str | None = None  # ray: "auto", "ray://host:10001"; None: $RAY_ADDRESS or local
+    ray_actors: int | None = None  # ray: embedding actors (None: one per GPU, else CPUs - 1)
+    ray_batch_pages: int = 16  # ray: articles per cleaning/embedding batch
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skip_sections", tuple(self.skip_sections))
         if self.tables not in TABLE_MODES:
             raise ValueError(f"tables must be one of {', '.join(TABLE_MODES)}, not {self.tables!r}")
-        for name in ("batch_size", "checkpoint_pages", "index_threshold"):
+        for name in ("batch_size", "checkpoint_pages", "index_threshold", "ray_batch_pages"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, not {self.workers}")
+        if self.index_on_disk and not (self.index.startswith("ivf-") or "IVF" in self.index):
+            raise ValueError("index_on_disk needs an IVF index (--index ivf-sq8, ivf-pq or a "
+                             f"factory string like 'IVF4096,Flat'), not {self.index!r}")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"ray_actors must be at least 1, not {self.ray_actors}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, not {self.limit}")
         ChunkOptions(self.chunk_words, self.overlap)  # validates the sizes

@@ -59,15 +59,22 @@ def finish_store(writer: StoreWriter, config: IngestConfig, embedder: EmbedderLi
                         "MediaWiki pages-articles dump?")
     dim = int(embedder.info.dimension)
     plan = plan_index(config.index, counts["chunks"], dim, config.index_threshold)
-    index = build_index(plan, ShardVectors(writer.shard_paths(), dim), progress)
-    write_index(index, writer.path / INDEX)
+    vectors = ShardVectors(writer.shard_paths(), dim)
+    if config.index_on_disk:
+        from ingest.ondisk import build_index_on_disk
+
+        index = build_index_on_disk(plan, vectors, writer.path / INDEX, progress)
+    else:
+        index = build_index(plan, vectors, progress)
+        write_index(index, writer.path / INDEX)
     (aliases,) = writer.db.execute("SELECT COUNT(*) FROM aliases").fetchone()
     record = {
         "embedder": embedder.info.to_dict(),
         "chunking": chunking_record(config, embedder),
         "cleaning": {"keep_infobox": config.keep_infobox, "tables": config.tables,
                      "skip_sections": list(config.skip_sections)},
-        "index": {**plan.to_dict(), "metric": "inner_product", "vectors": int(index.ntotal),
+        "index": {**plan.to_dict(), "on_disk": config.index_on_disk,
+                  "metric": "inner_product", "vectors": int(index.ntotal),
                   "dimension": dim, "bytes_per_vector": round(index_bytes_per_vector(
                       writer.path / INDEX, index.ntotal), 1),
                   "threshold": config.index_threshold if config.index == "auto" else None},

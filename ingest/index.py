@@ -174,11 +174,18 @@ def write_index(index: faiss.Index, path: Path) -> None:
 
 def read_index(path: Path, search_params: str = "") -> faiss.Index:
     """Load an index and re-apply its search parameters."""
-    index = faiss.read_index(str(path))
+    if Path(path).with_name("index.ivfdata").is_file():  # --index-on-disk
+        from ingest.ondisk import read_on_disk
+
+        index = read_on_disk(Path(path))
+    else:
+        index = faiss.read_index(str(path))
     apply_search_params(index, search_params)
     return index
 
 
 def index_bytes_per_vector(path: Path, vectors: int) -> float:
-    """Index file size / vectors (what the README's memory table is about; no in-memory copy)."""
-    return Path(path).stat().st_size / max(vectors, 1)
+    """Index file size / vectors (what the README's memory table is about; no in-memory copy);
+    on-disk inverted lists (``index.ivfdata`` beside it) count too."""
+    files = [Path(path), Path(path).with_name("index.ivfdata")]
+    return sum(f.stat().st_size for f in files if f.is_file()) / max(vectors, 1)

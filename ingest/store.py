@@ -234,7 +234,8 @@ def describe_store(path: str | Path) -> dict[str, Any]:
     """The manifest of a finished store plus its files' sizes in bytes (``ingest info``)."""
     path = Path(path)
     manifest = read_manifest(path)
-    sizes = {name: (path / name).stat().st_size for name in (DATABASE, INDEX, MANIFEST)
+    sizes = {name: (path / name).stat().st_size for name in (DATABASE, INDEX, "index.ivfdata",
+                                                               MANIFEST)
              if (path / name).is_file()}
     sizes[VECTORS] = sum(f.stat().st_size for f in (path / VECTORS).glob("*.npy"))
     sizes["total"] = sum(sizes.values())

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS aliases (title TEXT PRIMARY KEY, target TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS progress (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 STORE_FILES = (MANIFEST, CONFIG, DATABASE, DATABASE + "-journal", INDEX, INDEX + ".tmp",
-               MANIFEST + ".tmp")
+               MANIFEST + ".tmp", "index.ivfdata")
 
 
 @dataclass
