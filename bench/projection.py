@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +24,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ holds ingest.py, compare.py...: drop it from the path so the packages are imported.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 SAMPLE = ROOT / "data/wiki/ptwiki-sample-brazilian-history.xml.bz2"
 
 # --- estimates (NOT measured here) --------------------------------------------------------

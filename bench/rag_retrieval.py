@@ -20,14 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-# bench/ holds ingest.py, compare.py, ...: keep them from shadowing the packages of those names
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from models.paths import default_questions  # noqa: E402
-from rag.evaluation import evaluate_retrievers, format_table, read_questions  # noqa: E402
-from rag.lexical import BM25_DIR, LexicalIndex  # noqa: E402
-from rag.pipeline import open_rag_store  # noqa: E402
-from rag.retrievers import make_retriever  # noqa: E402
+from models.paths import default_questions
+from rag.evaluation import evaluate_retrievers, format_table, read_questions
+from rag.lexical import BM25_DIR, LexicalIndex
+from rag.pipeline import open_rag_store
+from rag.retrievers import make_retriever
 
 NAMES = ("bm25", "dense", "hybrid")
 

@@ -105,6 +105,9 @@ def verdict(result: PairedResult, alpha: float = 0.05, higher_is_better: bool = 
                 f"{result.metric} (p={result.p_value:.3g}, n={result.n})")
     better = (result.mean_diff > 0) == higher_is_better
     winner, loser = (result.a, result.b) if better else (result.b, result.a)
+    # the interval of the difference as stated (winner minus loser), not of a − b
+    low, high = ((result.diff_low, result.diff_high) if result.mean_diff > 0
+                 else (-result.diff_high, -result.diff_low))
     return (f"{winner} beats {loser} on {result.metric} by {abs(result.mean_diff):.3g} "
-            f"(95% CI of A−B [{result.diff_low:.3g}, {result.diff_high:.3g}], "
+            f"(95% CI [{low:.3g}, {high:.3g}], "
             f"{result.test} p={result.p_value:.3g}, n={result.n})")

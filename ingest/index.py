@@ -4,7 +4,8 @@
 ``auto`` keeps exact inner-product search (``Flat``) below ``threshold`` vectors (100k: a few ms a
 query on 2 cores, 150 MB at 384 dims) and switches to ``IVF{nlist},SQ8`` above it: 1 byte per
 dimension (5M x 384-d = 1.9 GB), trained on a sample, built shard by shard, recall@10 >= 0.95 at
-the chosen ``nprobe`` (``bench/ingest.py``). Vectors are L2-normalised, so inner product = cosine.
+the chosen ``nprobe`` (``bench/ingest_speed.py``). Vectors are L2-normalised, so inner
+product = cosine.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def clean_inline(text: str, ns: Namespaces) -> str:
     return " ".join(text.split()).strip(" ;,")
 
 
-# Markup that clean text must not contain (tests and ``bench/ingest.py`` count it).
+# Markup that clean text must not contain (tests and ``bench/ingest_speed.py`` count it).
 RESIDUE: dict[str, re.Pattern[str]] = {
     "template": re.compile(r"\{\{|\}\}"),
     "link": re.compile(r"\[\[|\]\]"),

@@ -3,7 +3,7 @@
     rag ask "Quem foi Tiradentes?"                      # default store and model
     rag ask "Who was Tiradentes?" -k 3 --retriever bm25 --json
     rag ask "Quem foi Tiradentes?" --adapter ~/.cache/ragvsft/adapters/cpu-demo
-    rag eval-retrieval data/questions/core.jsonl --retrievers dense,bm25,hybrid
+    rag eval-retrieval data/questions/brazil_history.jsonl --retrievers dense,bm25,hybrid
 
 ``ask`` prints the answer, then the numbered sources (title, section, score); ``--json`` prints
 one JSON object per question instead. ``eval-retrieval`` prints hit@k, recall@k and MRR per

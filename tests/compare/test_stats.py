@@ -48,3 +48,6 @@ def test_verdict_names_winner_only_when_significant() -> None:
     b = [0.0] * 20
     res = paired_compare("exact_match", "rag", a, "base", b, binary=True)
     assert verdict(res).startswith("rag beats base")
+    flipped = paired_compare("exact_match", "base", b, "rag", a, binary=True)
+    # the interval is of the stated difference (winner minus loser), positive both ways
+    assert verdict(flipped).startswith("rag beats base on exact_match by 1 (95% CI [1, 1]")

@@ -9,8 +9,8 @@
 4. rss      peak RSS of a build on the sample replicated 4x (and 16x) vs 1x, in subprocesses
 5. index    recall@10 and speed-up of the approximate indexes vs exact search, 200k x 384
 
-    .venv/bin/python bench/ingest.py                      # everything (~15 min on 2 cores)
-    .venv/bin/python bench/ingest.py --only clean,index   # some of it
+    .venv/bin/python bench/ingest_speed.py                      # everything (~15 min on 2 cores)
+    .venv/bin/python bench/ingest_speed.py --only clean,index   # some of it
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# This file is bench/ingest.py: drop bench/ from the path so ``import ingest`` finds the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 SAMPLE = ROOT / "data/wiki/ptwiki-sample-brazilian-history.xml.bz2"
 ENWIKI = (ROOT.parent / "shared/data/wiki/"
           "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")

@@ -9,8 +9,8 @@ excluded) and counts the real (non-padding) tokens trl reports as ``num_tokens``
 given per wall second and per CPU second (the latter holds up when other jobs share the cores).
 Peak RSS of each pass is sampled from /proc/self/status every 50 ms.
 
-    .venv/bin/python bench/finetune.py --pairs pairs.jsonl            # cpu-demo, 4 steps each
-    .venv/bin/python bench/finetune.py --pairs pairs.jsonl --steps 8 --config cpu-demo
+    .venv/bin/python bench/finetune_speed.py --pairs pairs.jsonl            # cpu-demo, 4 steps each
+    .venv/bin/python bench/finetune_speed.py --pairs pairs.jsonl --steps 8 --config cpu-demo
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -29,17 +28,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-
-def _unshadow() -> None:
-    """This script is named like the package it measures: keep bench/ off the import path."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-
-
-_unshadow()
-from finetune.config import train_config  # noqa: E402
-from finetune.records import Pair, read_pairs, write_pairs  # noqa: E402
-from finetune.train import train  # noqa: E402
+from finetune.config import train_config
+from finetune.records import Pair, read_pairs, write_pairs
+from finetune.train import train
 
 
 class LoopTimer(TrainerCallback):

@@ -7,8 +7,8 @@
    the default store exists, else ``base``) with batch size 8 and with batch size 1, on one
    loaded model, each pass with an empty cache. Reported as answers/s and generated tokens/s.
 
-    .venv/bin/python bench/compare.py                       # default model, systems base,rag
-    .venv/bin/python bench/compare.py --systems base --limit 16 --model smollm2-135m-instruct
+    .venv/bin/python bench/compare_speed.py                       # default model, systems base,rag
+    .venv/bin/python bench/compare_speed.py --systems base --limit 16 --model smollm2-135m-instruct
 """
 
 from __future__ import annotations
