@@ -6,10 +6,10 @@ mode gives test folders no package to import from), so both suites test the same
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from finetune.records import Pair, write_pairs
+from ingest.store import Chunk as FakeChunk  # the real record; only the store is faked
 
 MODELS_CONFTEST = Path(__file__).resolve().parents[1] / "models" / "conftest.py"
 
@@ -81,19 +82,6 @@ def pairs_file(tmp_path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class FakeChunk:
-    """The slice of ``ingest.store.Chunk`` that pair making reads."""
-
-    row: int
-    chunk_id: str
-    page_id: int
-    title: str
-    section: str
-    ordinal: int
-    text: str
-
-
 class FakeStore:
     """Pages and chunks in memory, with the ``Store`` methods ``finetune.pairs`` calls."""
 
@@ -153,7 +141,8 @@ def fake_chunks(pages: list[dict[str, Any]]) -> list[FakeChunk]:
         for ordinal, (section, text) in enumerate(texts):
             chunks.append(FakeChunk(row=len(chunks), chunk_id=f"{page['page_id']}-{ordinal}",
                                     page_id=page["page_id"], title=page["title"],
-                                    section=section, ordinal=ordinal, text=text))
+                                    section=section, ordinal=ordinal, text=text,
+                                    sha256=hashlib.sha256(text.encode()).hexdigest()))
     return chunks
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,10 @@ import faiss
 import numpy as np
 import pytest
 
+from ingest.store import Chunk as FakeChunk  # the real record; only the store is faked
 from models.errors import UserError
 from models.generation import Decoding, Generation
 from rag.text import words
-
-
-@dataclass(frozen=True)
-class FakeChunk:
-    row: int
-    chunk_id: str
-    page_id: int
-    title: str
-    section: str
-    ordinal: int
-    text: str
-    sha256: str
 
 
 class KeywordEmbedder:
