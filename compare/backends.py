@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
-import importlib.metadata
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -30,18 +29,12 @@ from models.errors import UserError
 from models.generation import Decoding, Generation, Prompt
 from models.hashing import sha256_file
 from models.loading import LoadOptions
+from models.versions import package_versions
 
 log = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VERSIONED = ("torch", "transformers", "peft")
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "missing"
 
 
 def adapter_identity(adapter_dir: Path) -> dict[str, Any]:
@@ -101,7 +94,7 @@ class ModelSlot:
         return {"backend": "transformers", "model": self.name,
                 "fingerprint": model_fingerprint_of(self.ref),
                 "load": dataclasses.asdict(self.options),
-                "versions": {n: _version(n) for n in VERSIONED}}
+                "versions": package_versions(VERSIONED)}
 
     @cached_property
     def tokenizer(self) -> Any:

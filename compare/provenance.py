@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from models.hashing import sha256_file
 from models.paths import REPO_ROOT
+from models.versions import package_versions as versions_of
 
 PACKAGES = ("ragvsft", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate",
             "sentence-transformers", "faiss-cpu", "datasets", "numpy", "scipy", "sacrebleu",
@@ -30,13 +30,7 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """Installed versions of the packages that shape results."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return versions_of(names, missing="not installed")
 
 
 def files_sha256(paths: list[str]) -> dict[str, str]:

@@ -10,10 +10,8 @@ another base; ``adapter_format`` gives rag/compare the format to prompt it with 
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import platform
 import resource
 import sys
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from models.config import config_dict
 from models.errors import UserError
 from models.hashing import sha256_file
 from models.loading import LoadOptions, load_model
+from models.versions import package_versions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,17 +36,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
             "ragvsft")
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the training stack (``missing`` where absent)."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
 
 
 def base_model_record(name: str) -> dict[str, str]:
@@ -117,7 +105,7 @@ def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: d
         "leakage": leakage,
         "truncation": truncation,
         "training": training_outcome(trainer, result, checkpoint, log_path),
-        "versions": package_versions(),
+        "versions": package_versions(PACKAGES, python=True),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,12 @@ from ingest.store import CONFIG, FORMAT_VERSION, INDEX
 from ingest.writer import StoreWriter
 from models.config import config_dict, write_config
 from models.errors import UserError
+from models.versions import package_versions
 
 log = logging.getLogger(__name__)
 
 VERSIONED = ("ragvsft", "faiss-cpu", "sentence-transformers", "transformers", "torch", "numpy",
              "mwxml", "mwparserfromhell")
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape a store (and Python's)."""
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def chunking_record(config: IngestConfig, embedder: EmbedderLike) -> dict[str, Any]:
@@ -89,7 +77,8 @@ def finish_store(writer: StoreWriter, config: IngestConfig, embedder: EmbedderLi
                            "bytes": dump.stat().st_size, "dbname": dbname},
                 **record, "content_sha256": writer.content_sha256(settings),
                 "build": {"seconds": round(seconds, 1), "workers": config.workers},
-                "config": config_dict(config), "versions": package_versions()}
+                "config": config_dict(config),
+                "versions": package_versions(VERSIONED, python=True, missing="absent")}
     writer.write_manifest(manifest)
     log.info("store %s ready: %d chunks of %d articles, %s index, %.0f s", writer.path,
              counts["chunks"], counts["articles"], plan.factory, seconds)
