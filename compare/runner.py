@@ -168,8 +168,7 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, 
                   wall_s: float) -> None:
     """Aggregate and write results.json (and rewrite samples with any added scores)."""
     labels = [c.label for c in columns_for(cfg)]
-    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    write_samples(run_dir, samples)
     results = {
         "title": cfg.title, "run_name": run_dir.name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -186,13 +185,18 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, 
                                           encoding="utf-8")
 
 
+def write_samples(run_dir: Path, samples: list[dict[str, Any]]) -> None:
+    """Rewrite the run's samples.jsonl (one JSON object a line) with any scores added."""
+    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+
+
 def refresh_results(run_dir: Path, samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-aggregate a finished run after scores were added to its samples (human ratings),
     keeping its provenance, config, peaks and creation time; returns the new results."""
     path = run_dir / "results.json"
     results = json.loads(path.read_text(encoding="utf-8"))
-    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    write_samples(run_dir, samples)
     peaks = {c: {"rss_mb": v.get("peak_rss_mb"), "gpu_mb": v.get("peak_gpu_mb")}
              for c, v in results["latency"].items()}
     seed = results.get("provenance", {}).get("seed", 0)
