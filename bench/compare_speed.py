@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from compare.config import ExperimentConfig
-from models.paths import default_questions, default_store_dir
+from core.paths import default_questions, default_store_dir
 
 MC_QUESTIONS = default_questions().with_name("multiple_choice.jsonl")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "data" / "wiki" / "pages"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
 
 QUESTIONS = [
     "Quem proclamou a independência do Brasil e em que ano?",

@@ -1,6 +1,6 @@
 """RAG retrieval: quality per retriever and what the BM25 cache and the fusion cost, in one run.
 
-Against the default store (``models.paths.default_store_dir()``, built by ``make demo`` or
+Against the default store (``core.paths.default_store_dir()``, built by ``make demo`` or
 ``ingest build data/wiki/ptwiki-sample-brazilian-history.xml.bz2 --store <it>``) or ``--store``:
 
 - BM25 index build (tokenize + index + save) vs loading the cached one: the ratio;
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.paths import default_questions
+from core.paths import default_questions
 from rag.evaluation import evaluate_retrievers, format_table, read_questions
 from rag.lexical import BM25_DIR, LexicalIndex
 from rag.pipeline import open_rag_store

@@ -25,11 +25,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
+from core.hashing import sha256_file
+from core.versions import package_versions
 from models.generation import Decoding, Generation, Prompt
-from models.hashing import sha256_file
 from models.loading import LoadOptions
-from models.versions import package_versions
 
 log = logging.getLogger(__name__)
 

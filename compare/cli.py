@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 from compare.config import ExperimentConfig
-from models.cli_support import add_common_flags, run_cli, setup_logging
-from models.config import load_config
-from models.errors import UserError
+from core.cli import add_common_flags, run_cli, setup_logging
+from core.config import load_config
+from core.errors import UserError
 
 log = logging.getLogger("compare")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from compare.systems import SYSTEMS
-from models.errors import UserError
+from core.errors import UserError
+from core.paths import cache_dir, default_adapter_dir, default_questions, default_store_dir
 from models.generation import Decoding
-from models.paths import cache_dir, default_adapter_dir, default_questions, default_store_dir
 from models.sources import DEFAULT_GENERATOR
 
 ALL_SYSTEMS = ("base", "rag", "finetuned", "rag+finetuned")

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from compare.config import ExperimentConfig
-from models.cli_support import add_common_flags, run_cli, setup_logging
-from models.config import config_dict
-from models.errors import UserError
-from models.hashing import sha256_file
-from models.paths import (
+from core.cli import add_common_flags, run_cli, setup_logging
+from core.config import config_dict
+from core.errors import UserError
+from core.hashing import sha256_file
+from core.paths import (
     REPO_ROOT,
     cache_dir,
     default_adapter_dir,

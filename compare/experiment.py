@@ -18,7 +18,7 @@ from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read
 from compare.report import read_run, render
 from compare.runner import refresh_results, run_experiment
 from compare.systems import SystemFactory
-from models.errors import UserError
+from core.errors import UserError
 from models.generation import Generator
 
 log = logging.getLogger(__name__)

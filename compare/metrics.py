@@ -16,7 +16,7 @@ from typing import Any
 
 from compare.normalize import answer_tokens, fold_accents, normalize_answer
 from compare.questions import Question
-from models.registry import Registry
+from core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from models.hashing import sha256_file
-from models.paths import REPO_ROOT
-from models.versions import package_versions as versions_of
+from core.hashing import sha256_file
+from core.paths import REPO_ROOT
+from core.versions import package_versions as versions_of
 
 PACKAGES = ("ragvsft", "torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate",
             "sentence-transformers", "faiss-cpu", "datasets", "numpy", "scipy", "sacrebleu",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
 
 _LIST_FIELDS = ("answers", "gold_titles", "tags", "choices")
 

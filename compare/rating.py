@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compare.judge import CRITERIA
-from models.errors import UserError
+from core.errors import UserError
 
 KEY_FILE = "rating_key.json"
 SHEET_FIELDS = ("item", "question", "reference", "answer", *CRITERIA, "comments")

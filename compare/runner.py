@@ -27,8 +27,8 @@ from compare.metrics import MetricInput, score_sample
 from compare.protocol import System, SystemAnswer
 from compare.questions import Question, load_questions
 from compare.report import render
-from models.config import config_dict, write_config
-from models.errors import UserError
+from core.config import config_dict, write_config
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 

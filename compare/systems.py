@@ -33,9 +33,9 @@ from compare.prompting import (
 )
 from compare.protocol import SystemAnswer
 from compare.questions import Question
-from models.errors import UserError
+from core.errors import UserError
+from core.registry import Registry
 from models.generation import Decoding, Generation, Generator
-from models.registry import Registry
 
 if TYPE_CHECKING:
     from compare.config import ExperimentConfig

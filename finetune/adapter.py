@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.config import config_dict
+from core.errors import UserError
+from core.hashing import sha256_file
+from core.versions import package_versions
 from finetune.formats import Format, get_format
 from finetune.records import read_meta
-from models.config import config_dict
-from models.errors import UserError
-from models.hashing import sha256_file
 from models.loading import LoadOptions, load_model
-from models.versions import package_versions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.cli_support import add_common_flags, run_cli, setup_logging
+from core.cli import add_common_flags, run_cli, setup_logging
 
 MERGE_HELP = ("merge the adapter into a full-precision (fp32/bf16) copy of its base and save it "
               "as safetensors; never into 4-bit weights, where re-quantization rounds most of the "
@@ -27,8 +27,8 @@ MERGE_HELP = ("merge the adapter into a full-precision (fp32/bf16) copy of its b
 
 
 def _pairs_parser(sub: argparse._SubParsersAction) -> None:
+    from core.paths import default_store_dir
     from finetune.leakage import DEFAULT_THRESHOLD
-    from models.paths import default_store_dir
 
     p = sub.add_parser("pairs", help="make instruction pairs from a store's articles")
     p.add_argument("--store", type=Path, default=default_store_dir(), help="store dir")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import load_config
-from models.errors import UserError
+from core.config import load_config
+from core.errors import UserError
 from models.sources import DEFAULT_GENERATOR
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserError
 from finetune.formats import Format
 from finetune.records import Pair
-from models.errors import UserError
 
 if TYPE_CHECKING:
     from datasets import Dataset

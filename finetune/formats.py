@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from models.errors import UserError
-from models.registry import Registry
+from core.errors import UserError
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

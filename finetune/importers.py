@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
+from core.registry import Registry
 from finetune.records import Pair, bad_lines_error, iter_jsonl, pair_from_dict, split_of
-from models.errors import UserError
-from models.registry import Registry
 
 Importer = Callable[[Any], Pair]
 IMPORTERS: Registry[Importer] = Registry("import format")

@@ -17,9 +17,9 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.errors import UserError
 from finetune.adapter import adapter_format, load_adapter
 from finetune.formats import Format
-from models.errors import UserError
 from models.generation import Decoding, Generation, Generator, Prompt
 from models.loading import LoadOptions
 

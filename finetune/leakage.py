@@ -25,10 +25,10 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
+from core.hashing import sha256_file
 from finetune.records import Pair, bad_lines_error, iter_jsonl
 from finetune.text import fold, tokens
-from models.errors import UserError
-from models.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from core.config import config_dict
+from core.errors import UserError
 from finetune.genqa import ChunkText, generated_pairs
 from finetune.leakage import DEFAULT_THRESHOLD, find_leaks
 from finetune.records import Pair, split_of, write_meta, write_pairs
 from finetune.templates import TEMPLATES, Limits, PageRecord, page_pairs
 from finetune.text import clip, fold, squash
-from models.config import config_dict
-from models.errors import UserError
 
 if TYPE_CHECKING:
     from models.generation import Generator

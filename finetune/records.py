@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
 
 SPLITS = ("train", "validation")
 REQUIRED = ("instruction", "output")

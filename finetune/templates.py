@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.registry import Registry
 from finetune.records import Pair
 from finetune.text import clip, fold, sentences, squash
-from models.registry import Registry
 
 
 @dataclass(frozen=True)

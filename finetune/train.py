@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserError
 from finetune.adapter import build_manifest, write_manifest
 from finetune.config import TrainConfig
 from finetune.dataset import TruncationStats, build_split
 from finetune.formats import Format, get_format
 from finetune.records import Pair, read_pairs
-from models.errors import UserError
 from models.loading import LoadOptions, load_model
 
 if TYPE_CHECKING:

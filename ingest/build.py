@@ -25,6 +25,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from core.errors import UserError
+from core.registry import Registry
 from ingest.chunk import ChunkDraft, ChunkOptions, CounterSpec, TokenCounter, chunk_page, embed_text
 from ingest.clean import CleanOptions, clean_page, is_disambiguation
 from ingest.config import IngestConfig
@@ -33,8 +35,6 @@ from ingest.embedding import EmbedderLike, counter_spec, embed_texts, get_embedd
 from ingest.finish import finish_store
 from ingest.namespaces import Namespaces, build_namespaces
 from ingest.writer import PageRow, StoreWriter, remove_store, require_empty, store_state
-from models.errors import UserError
-from models.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.registry import Registry
 from ingest.clean import CleanPage
-from models.registry import Registry
 
 EMBED_TEMPLATE = "{title} — {section}: {text}"  # the lead (section "") is "{title}: {text}"
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'«“(\[]?[A-ZÀ-ÖØ-Þ0-9])")

@@ -15,11 +15,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.cli import add_common_flags, run_cli, setup_logging
+from core.config import load_config
 from ingest.build import ENGINES, build_store
 from ingest.config import IngestConfig
 from ingest.store import Store, describe_store
-from models.cli_support import add_common_flags, run_cli, setup_logging
-from models.config import load_config
 
 
 def _build_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.config import config_dict
 from ingest.chunk import ChunkOptions
 from ingest.clean import SKIP_SECTIONS, TABLE_MODES, CleanOptions
-from models.config import config_dict
 from models.sources import DEFAULT_EMBEDDER
 
 # Settings that decide chunk ids and vectors: a resumed build must use the same values.

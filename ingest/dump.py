@@ -27,8 +27,8 @@ import mwxml
 from mwxml.element_iterator import ElementIterator
 from mwxml.errors import MalformedXML
 
+from core.errors import UserError
 from ingest.namespaces import siteinfo_names
-from models.errors import UserError
 
 log = logging.getLogger(__name__)
 

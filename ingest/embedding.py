@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.errors import UserError
+from core.registry import Registry
 from ingest.chunk import CounterSpec
 from ingest.hashing_embedder import NAME as HASHING_NAME
 from ingest.hashing_embedder import HashingEmbedder
-from models.errors import UserError
-from models.registry import Registry
 
 
 class EmbedderLike(Protocol):

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.config import config_dict, write_config
+from core.errors import UserError
+from core.versions import package_versions
 from ingest.chunk import EMBED_TEMPLATE
 from ingest.config import IngestConfig
 from ingest.embedding import EmbedderLike
 from ingest.index import ShardVectors, build_index, index_bytes_per_vector, plan_index, write_index
 from ingest.store import CONFIG, FORMAT_VERSION, INDEX
 from ingest.writer import StoreWriter
-from models.config import config_dict, write_config
-from models.errors import UserError
-from models.versions import package_versions
 
 log = logging.getLogger(__name__)
 

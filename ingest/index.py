@@ -22,8 +22,8 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.errors import UserError
-from models.registry import Registry
+from core.errors import UserError
+from core.registry import Registry
 
 log = logging.getLogger(__name__)
 

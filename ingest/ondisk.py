@@ -28,8 +28,8 @@ import numpy as np
 from faiss.contrib.ondisk import merge_ondisk
 from tqdm.auto import tqdm
 
+from core.errors import UserError
 from ingest.index import IndexPlan, ShardVectors, apply_search_params, new_index, write_index
-from models.errors import UserError
 
 log = logging.getLogger(__name__)
 

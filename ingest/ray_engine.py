@@ -33,6 +33,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from core.errors import UserError
 from ingest.build import Block, PageResult, _Builder
 from ingest.dump import DumpError, DumpReader
 from ingest.embedding import LOCAL_EMBEDDERS, EmbedderLike, counter_spec
@@ -47,7 +48,6 @@ from ingest.ray_stages import (
     result_from_json,
     vectors_from_bytes,
 )
-from models.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
 from ingest.embedding import EmbedderLike, get_embedder, same_embedder
 from ingest.index import read_index
-from models.errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
 from ingest.chunk import ChunkDraft
 from ingest.store import CONFIG, DATABASE, INDEX, MANIFEST, VECTORS
-from models.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
+from core.hashing import sha256_dir
+from core.paths import REPO_ROOT, models_dir
+from core.registry import Registry
 from models.gguf_convert import convert_gguf
-from models.hashing import sha256_dir
-from models.paths import REPO_ROOT, models_dir
-from models.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import UserError
 from models.bundled import BUNDLED, BundledModel, WheelPart, part_paths, progress_enabled
 from models.bundled import verify_parts as _verify_parts
-from models.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from core.cli import add_common_flags, run_cli, setup_logging
+from core.errors import UserError
 from models.bundled import (
     BUNDLED,
     BundledModel,
@@ -24,8 +26,6 @@ from models.bundled import (
     verify_materialized,
     verify_parts,
 )
-from models.cli_support import add_common_flags, run_cli, setup_logging
-from models.errors import UserError
 from models.sources import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, TEST_GENERATOR, resolve_model
 
 ROLES = {DEFAULT_GENERATOR: "default generator", DEFAULT_EMBEDDER: "default embedder",

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.errors import UserError
+from core.registry import Registry
 from models import bundled
 from models.bundled import BUNDLED
-from models.errors import UserError
 from models.loading import fingerprint_dir
-from models.registry import Registry
 from models.sources import DEFAULT_EMBEDDER, SOURCES, hub_offline, in_hub_cache
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import requests
 from tqdm.auto import tqdm
 
-from models.errors import UserError
+from core.errors import UserError
 from models.generation import Decoding, Generation, Prompt, apply_stop
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from models.errors import UserError
+from core.errors import UserError
+from core.registry import Registry
 from models.generation import Decoding, Generation, Prompt, apply_stop
-from models.registry import Registry
 
 log = logging.getLogger(__name__)
 

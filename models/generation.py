@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from models.errors import UserError
+from core.errors import UserError
 from models.loading import LoadOptions
 
 if TYPE_CHECKING:

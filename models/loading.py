@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import UserError
-from models.hashing import sha256_file
+from core.errors import UserError
+from core.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Protocol
 
 import models.bundled_embedders  # noqa: F401  (registers the bundled embedders in BUNDLED)
+from core.errors import UserError
+from core.hashing import sha256_file
+from core.paths import models_dir
+from core.registry import Registry
 from models import bundled
 from models.bundled import BUNDLED, build_atomically, build_marker, materialized_dir
-from models.errors import UserError
-from models.hashing import sha256_file
-from models.paths import models_dir
-from models.registry import Registry
 
 DEFAULT_GENERATOR = "qwen2.5-0.5b-instruct"
 TEST_GENERATOR = "smollm2-135m-instruct"

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.passages import Passage
 from rag.prompts import CONTEXT_SEPARATOR, format_passage, render_prompt
 from rag.text import split_sentences

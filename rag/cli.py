@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.cli_support import add_common_flags, run_cli, setup_logging
-from models.config import load_config
+from core.cli import add_common_flags, run_cli, setup_logging
+from core.config import load_config
 from models.sources import DEFAULT_GENERATOR
 from rag.evaluation import evaluate_retrievers, format_table, read_questions
 from rag.passages import DEDUP_MODES

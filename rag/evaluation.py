@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.lexical import LexicalIndex
 from rag.passages import StoreLike
 from rag.retrievers import Retriever, make_retriever

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.errors import UserError
+from core.errors import UserError
 
 DEDUP_MODES = ("page", "merge", "none")
 

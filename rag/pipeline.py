@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import UserError
+from core.errors import UserError
+from core.paths import default_store_dir, sample_dump
 from models.generation import Decoding, Generation, Generator
-from models.paths import default_store_dir, sample_dump
 from models.sources import DEFAULT_GENERATOR
 from rag.budget import Fitted, context_budget, fit_passages
 from rag.passages import DEDUP_MODES, Passage, StoreLike, open_store
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RagConfig:
-    """Everything that shapes a RAG answer (loadable from YAML via ``models.config``)."""
+    """Everything that shapes a RAG answer (loadable from YAML via ``core.config``)."""
 
-    store: str | None = None  # None: models.paths.default_store_dir()
+    store: str | None = None  # None: core.paths.default_store_dir()
     model: str = DEFAULT_GENERATOR
     adapter: str | None = None
     k: int = 5

@@ -19,9 +19,9 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from models.config import read_yaml
-from models.errors import UserError
-from models.registry import Registry
+from core.config import read_yaml
+from core.errors import UserError
+from core.registry import Registry
 from rag.lang import detect_language
 from rag.passages import Passage
 from rag.text import fold

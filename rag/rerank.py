@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from models.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 

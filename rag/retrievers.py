@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from models.errors import UserError
-from models.registry import Registry
+from core.errors import UserError
+from core.registry import Registry
 from rag.lexical import Bm25Params, LexicalIndex
 from rag.passages import DEDUP_MODES, Passage, StoreLike, dedup
 from rag.rerank import Reranker, make_reranker

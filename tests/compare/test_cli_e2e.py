@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.paths import sample_dump
+from core.paths import sample_dump
 from models.sources import TEST_GENERATOR
 
 pytestmark = [

@@ -8,9 +8,9 @@ import pytest
 
 from compare.config import ExperimentConfig, decoding_for
 from compare.runner import columns_for
-from models.config import config_dict, load_config
-from models.errors import UserError
-from models.paths import REPO_ROOT
+from core.config import config_dict, load_config
+from core.errors import UserError
+from core.paths import REPO_ROOT
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "compare" / "experiments"
 

@@ -11,7 +11,7 @@ import pytest
 
 from compare.judge import _combine, judge_pairwise, judge_rubric, parse_rubric, parse_winner
 from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
-from models.errors import UserError
+from core.errors import UserError
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from compare.metrics import METRICS, MetricInput, contains, is_refusal, score_sample, token_f1
 from compare.normalize import fold_accents, normalize_answer
 from compare.questions import Question
-from models.errors import UserError
+from core.errors import UserError
 
 
 def q(*answers: str, **kw) -> Question:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from compare.questions import load_questions
-from models.errors import UserError
+from core.errors import UserError
 
 
 def write(path: Path, lines: list[str]) -> Path:

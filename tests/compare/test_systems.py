@@ -15,7 +15,7 @@ from compare.config import ExperimentConfig
 from compare.questions import Question
 from compare.runner import Column, columns_for, run_experiment
 from compare.systems import SYSTEMS, SystemFactory
-from models.errors import UserError
+from core.errors import UserError
 from models.generation import Decoding, Generation
 
 FACTS = {"Qual a capital do Brasil?": "Brasília", "Quem assinou a Lei Áurea?": "Princesa Isabel"}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from finetune.config import PRESETS_DIR, TrainConfig, preset_names, train_config
 from finetune.train import lora_config, sft_args
-from models.errors import UserError
 
 RECIPE = {"load_in_4bit": True, "quant_type": "nf4", "compute_dtype": "auto", "lora_r": 64,
           "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": "q_proj,v_proj",

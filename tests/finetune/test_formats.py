@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import UserError
 from finetune.formats import FORMATS, get_format, messages_text
-from models.errors import UserError
 
 
 def test_registry_holds_the_four_formats() -> None:

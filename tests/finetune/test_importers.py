@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from finetune.importers import guanaco_turns, import_file, import_pairs
 from finetune.records import Pair, compact_ranges, read_meta, read_pairs, write_pairs
-from models.errors import UserError
 
 
 def _jsonl(path: Path, rows: list) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from finetune.leakage import LeakageFilter, Question, filter_pairs, read_questions, similarity
 from finetune.records import Pair
-from models.errors import UserError
 
 QUESTIONS = [Question("q1", "Em que ano foi proclamada a independência do Brasil?"),
              Question("q2", "Quem foi Tiradentes e qual foi sua importância histórica?")]

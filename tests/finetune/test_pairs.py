@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from finetune.genqa import ChunkText, generated_pairs, parse_qa
 from finetune.pairs import PairsConfig, build_pairs, pairs_from_store, store_pages
 from finetune.records import read_meta, read_pairs
 from finetune.templates import Limits, PageRecord, entity_kind, page_pairs
-from models.errors import UserError
 from models.generation import Generation
 
 ALL = ("lead", "summary", "dates", "facts", "sections")

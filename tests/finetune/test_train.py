@@ -13,6 +13,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from core.errors import UserError
+from core.hashing import sha256_file
 from finetune.adapter import (
     adapter_format,
     adapter_info,
@@ -25,8 +27,6 @@ from finetune.callbacks import read_log, series
 from finetune.config import TrainConfig
 from finetune.records import write_pairs
 from finetune.train import train
-from models.errors import UserError
-from models.hashing import sha256_file
 from models.loading import LoadOptions, load_model, model_fingerprint
 
 

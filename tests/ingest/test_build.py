@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from ingest.build import build_store
 from ingest.config import IngestConfig
 from ingest.dump import DumpError
 from ingest.hashing_embedder import HashingEmbedder
 from ingest.store import Store
-from models.errors import UserError
 
 HASHING = IngestConfig(embedder="hashing", workers=0, checkpoint_pages=20)
 QUERIES = ["Quem foi Tiradentes?", "Lei Áurea abolição", "Copa do Mundo de 1970", "Brasília"]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from ingest.dump import DumpError, DumpReader, detect_encoding
 from ingest.namespaces import build_namespaces
-from models.errors import UserError
 
 
 def read_all(path: Path) -> tuple[DumpReader, list]:

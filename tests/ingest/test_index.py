@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from ingest.index import (
     ShardVectors,
     build_index,
@@ -15,7 +16,6 @@ from ingest.index import (
     read_index,
     write_index,
 )
-from models.errors import UserError
 
 DIM = 64
 

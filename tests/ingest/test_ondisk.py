@@ -14,13 +14,13 @@ import faiss
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from ingest.build import build_store
 from ingest.cli import main
 from ingest.config import IngestConfig
 from ingest.index import ShardVectors, build_index, plan_index
 from ingest.ondisk import build_index_on_disk
 from ingest.store import Store
-from models.errors import UserError
 
 QUERIES = ["Quem foi Tiradentes?", "Lei Áurea abolição", "Copa do Mundo de 1970", "Brasília",
            "Getúlio Vargas Estado Novo", "Constituição de 1988"]

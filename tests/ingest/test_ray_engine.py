@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
+from core.paths import default_questions
 from ingest.build import build_store
 from ingest.cli import main
 from ingest.config import IngestConfig
 from ingest.dump import DumpError
 from ingest.ray_engine import actor_plan
 from ingest.store import Store
-from models.errors import UserError
-from models.paths import default_questions
 
 RAY_CPUS = 2
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from ingest.embedding import get_embedder
 from ingest.store import Chunk, Store, describe_store
-from models.errors import UserError
 from rag.passages import Passage, StoreLike
 
 

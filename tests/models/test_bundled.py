@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from models import bundled
 from models.bundled import (
     BUNDLED,
@@ -28,7 +29,6 @@ from models.bundled import (
     verify_parts,
 )
 from models.cli import main as models_main
-from models.errors import UserError
 from models.sources import DEFAULT_GENERATOR, TEST_GENERATOR
 
 CHUNKS = (b"alpha-" * 50, b"beta-" * 70, b"gamma")

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from models import bundled_embedders as be
 from models.bundled import BUNDLED, BundledModel, WheelPart, materialize, materialized_dir
 from models.cli import main as models_main
 from models.embedders import EmbedderInfo, load_embedder, load_tokenizer_for, resolve_embedder
-from models.errors import UserError
 from models.sources import DEFAULT_EMBEDDER
 
 REFERENCE = Path(__file__).parent / "data" / "e5_reference.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.errors import UserError
+from core.errors import UserError
 from models.gen_transformers import TransformersGenerator
 from models.generation import Decoding, Generator, apply_stop, make_generator
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.errors import UserError
+from core.errors import UserError
 from models.loading import (
     FINGERPRINT_CACHE,
     LoadOptions,

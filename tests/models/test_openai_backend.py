@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from models.gen_openai import OpenAIGenerator
 from models.generation import Decoding, make_generator
 

@@ -12,8 +12,8 @@ import faiss
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from ingest.store import Chunk as FakeChunk  # the real record; only the store is faked
-from models.errors import UserError
 from models.generation import Decoding, Generation
 from rag.text import words
 

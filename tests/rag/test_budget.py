@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.budget import (
     CHAT_TOKENS_PER_MESSAGE,
     SAFETY_TOKENS,

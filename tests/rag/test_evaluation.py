@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.evaluation import (
     EvalQuestion,
     evaluate_retrievers,

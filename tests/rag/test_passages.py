@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.passages import Passage, best_per_page, dedup, join_overlapping, merge_per_page
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rag.pipeline as pipeline_mod
-from models.errors import UserError
+from core.errors import UserError
 from models.generation import Decoding
 from rag.pipeline import RagConfig, RagPipeline, open_rag_store
 from rag.prompts import REFUSAL_PT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.lang import detect_language
 from rag.passages import Passage
 from rag.prompts import (

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import rag.cli as cli
+from core.errors import UserError
+from core.paths import default_questions, default_store_dir, sample_dump
 from ingest.build import build_store
 from ingest.config import IngestConfig
 from ingest.store import Store
-from models.errors import UserError
-from models.paths import default_questions, default_store_dir, sample_dump
 from models.sources import DEFAULT_EMBEDDER
 from rag.evaluation import evaluate_retrievers, read_questions
 from rag.langchain import StoreRetriever, make_chain

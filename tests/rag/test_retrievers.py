@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from models.errors import UserError
+from core.errors import UserError
 from rag.retrievers import HybridRanker, make_retriever, rrf
 from rag.titles import TitleMatcher
 

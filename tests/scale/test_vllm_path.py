@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from compare.cli import main as compare_main
+from core.errors import UserError
+from core.paths import default_questions
 from ingest.store import Store
-from models.errors import UserError
 from models.gen_openai import OpenAIGenerator
 from models.generation import Decoding, make_generator
-from models.paths import default_questions
 
 BASE, LORA = "qwen-base", "brazil-lora"  # what the fake server serves (conftest.FakeVLLM)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from models.errors import UserError
+from core.errors import UserError
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:

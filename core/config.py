@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from models.errors import UserError
+from core.errors import UserError
 
 C = TypeVar("C")
 
