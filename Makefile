@@ -23,13 +23,15 @@ $(STAMP): pyproject.toml requirements-models.txt
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/python -m compare.demo
+	$(VENV)/bin/python -m demo
 
-test: setup
+test: setup lint
 	$(VENV)/bin/pytest -q -ra
 
+# the guard rails: ruff (print and blind-except rules on library code) and mypy on the library
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean-cache:
 	rm -rf $${RAGVSFT_CACHE:-$$HOME/.cache/ragvsft}

@@ -78,12 +78,13 @@ def answering_pass(system: Any, questions: list[Any], batch_size: int) -> dict[s
 def batched_vs_single(args: argparse.Namespace, tmp: Path, n: int) -> dict[str, Any]:
     """One loaded model, an empty cache per pass, batch 8 then batch 1."""
     from compare.cache import GenerationCache
-    from compare.questions import load_questions
     from compare.runner import columns_for
     from compare.systems import SystemFactory
+    from core.questions import read_questions
 
     name = "rag" if (default_store_dir() / "manifest.json").is_file() else "base"
-    questions = [q for q in load_questions(default_questions()) if not q.is_multiple_choice][:n]
+    questions = [q for q in read_questions(default_questions(), require_answers=True)
+                 if not q.is_multiple_choice][:n]
     cfg = experiment(args, tmp / "unused.sqlite", systems=(name,))
     passes = []
     factory = SystemFactory(cfg, progress=False)
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run both benchmarks and print one JSON object."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="qwen2.5-0.5b-instruct")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--systems", default="base,rag")
     p.add_argument("--limit", type=int, default=None, help="first N questions (cached re-run)")
     p.add_argument("--batch-questions", type=int, default=16,
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     args = p.parse_args(argv)
     if "rag" in args.systems and not (default_store_dir() / "manifest.json").is_file():
-        print("no default store: run `python -m compare.demo` first, or --systems base",
+        print("no default store: run `python -m demo` first, or --systems base",
               file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:

@@ -64,7 +64,7 @@ def run(model: str, batch_size: int, max_new_tokens: int, threads: int | None) -
     """Load once, run the batched pass then the one-at-a-time pass."""
     import torch
 
-    from models.generation import make_generator
+    from models.backends import make_generator
 
     if threads:
         torch.set_num_threads(threads)

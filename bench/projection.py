@@ -141,7 +141,8 @@ def index_costs(n: int, dim: int = 384) -> dict[str, dict[str, float]]:
 def generation_rate(model: str, questions: int, new_tokens: int, texts: list[str]
                     ) -> dict[str, Any]:
     """In-process answering with ``model``: RAG-sized prompts (3 sample passages each)."""
-    from models.generation import Decoding, make_generator
+    from models.backends import make_generator
+    from models.generation import Decoding
 
     gen = make_generator(model, batch_size=questions, progress=False)
     prompts = [[{"role": "system", "content": "Responda com base no contexto."},
@@ -249,7 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vectors", type=int, default=50_000, help="vectors per index kind")
     parser.add_argument("--embed-passages", type=int, default=128)
-    parser.add_argument("--gen-model", default="qwen2.5-0.5b-instruct")
+    parser.add_argument("--gen-model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--gen-questions", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--skip-generation", action="store_true")

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from core.paths import default_questions
-from rag.evaluation import evaluate_retrievers, format_table, read_questions
+from core.questions import read_questions
+from rag.evaluation import evaluate_retrievers, format_table
 from rag.lexical import BM25_DIR, LexicalIndex
 from rag.pipeline import open_rag_store
 from rag.retrievers import make_retriever

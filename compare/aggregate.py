@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from compare.metrics import DEFAULT_METRICS, METRICS
+from compare.rundir import Sample
 from compare.stats import bootstrap_ci, paired_compare, verdict
 
 REPORT_ORDER = (*DEFAULT_METRICS, "semantic_sim",
@@ -19,24 +20,24 @@ PAIRED_METRICS = ("exact_match", "f1", "contains", "mc_accuracy", "refusal",
                   "language_fidelity", "semantic_sim", "judge_overall", "human_overall")
 
 
-def _scores(samples: list[dict[str, Any]], metric: str) -> dict[str, dict[str, float]]:
+def _scores(samples: list[Sample], metric: str) -> dict[str, dict[str, float]]:
     """column -> question id -> score."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for s in samples:
-        if metric in s["scores"]:
-            out[s["column"]][s["question_id"]] = float(s["scores"][metric])
+        if metric in s.scores:
+            out[s.column][s.question_id] = float(s.scores[metric])
     return out
 
 
-def _metric_names(samples: list[dict[str, Any]]) -> list[str]:
+def _metric_names(samples: list[Sample]) -> list[str]:
     seen: dict[str, None] = {}
     for s in samples:
-        seen.update(dict.fromkeys(s["scores"]))
+        seen.update(dict.fromkeys(s.scores))
     order = {name: i for i, name in enumerate(REPORT_ORDER)}
     return sorted(seen, key=lambda m: (order.get(m, len(order)), m))
 
 
-def metric_table(samples: list[dict[str, Any]], seed: int = 0) -> dict[str, dict[str, Any]]:
+def metric_table(samples: list[Sample], seed: int = 0) -> dict[str, dict[str, Any]]:
     """metric -> column -> mean with 95% CI."""
     table: dict[str, dict[str, Any]] = {}
     for metric in _metric_names(samples):
@@ -46,10 +47,10 @@ def metric_table(samples: list[dict[str, Any]], seed: int = 0) -> dict[str, dict
     return table
 
 
-def tag_table(samples: list[dict[str, Any]], seed: int = 0) -> dict[str, dict[str, Any]]:
+def tag_table(samples: list[Sample], seed: int = 0) -> dict[str, dict[str, Any]]:
     """tag -> metric -> column -> mean with CI (every metric broken down per tag)."""
-    tags = sorted({t for s in samples for t in s.get("tags", [])})
-    return {tag: metric_table([s for s in samples if tag in s.get("tags", [])], seed)
+    tags = sorted({t for s in samples for t in s.tags})
+    return {tag: metric_table([s for s in samples if tag in s.tags], seed)
             for tag in tags}
 
 
@@ -60,7 +61,7 @@ def _direction(metric: str) -> tuple[bool, bool]:
     return True, False
 
 
-def paired_table(samples: list[dict[str, Any]], columns: list[str], seed: int = 0
+def paired_table(samples: list[Sample], columns: list[str], seed: int = 0
                  ) -> list[dict[str, Any]]:
     """Every pair of columns on every paired metric, on the questions both answered."""
     rows = []
@@ -77,32 +78,32 @@ def paired_table(samples: list[dict[str, Any]], columns: list[str], seed: int = 
     return rows
 
 
-def cost_table(samples: list[dict[str, Any]], peaks: dict[str, dict[str, float | None]]
+def cost_table(samples: list[Sample], peaks: dict[str, dict[str, float | None]]
                ) -> dict[str, Any]:
     """Latency, tokens and peak memory per column."""
     out = {}
-    for col in sorted({s["column"] for s in samples}):
-        rows = [s for s in samples if s["column"] == col]
-        lat = np.array([s["latency_s"] for s in rows], dtype=float)
-        tokens = int(sum(s.get("completion_tokens", 0) for s in rows))
-        fresh = float(sum(s["latency_s"] for s in rows if not s.get("cached")))
+    for col in sorted({s.column for s in samples}):
+        rows = [s for s in samples if s.column == col]
+        lat = np.array([s.latency_s for s in rows], dtype=float)
+        tokens = int(sum(s.completion_tokens or 0 for s in rows))
+        fresh = float(sum(s.latency_s for s in rows if not s.cached))
         out[col] = {"n": len(rows), "mean_s": float(lat.mean()),
                     "p95_s": float(np.percentile(lat, 95)),
-                    "completion_tokens": tokens, "cached": sum(bool(s.get("cached")) for s in rows),
+                    "completion_tokens": tokens, "cached": sum(bool(s.cached) for s in rows),
                     "tokens_per_s": tokens / fresh if fresh > 0 else None,
                     "peak_rss_mb": (peaks.get(col) or {}).get("rss_mb"),
                     "peak_gpu_mb": (peaks.get(col) or {}).get("gpu_mb")}
     return out
 
 
-def summarize(samples: list[dict[str, Any]], columns: list[str],
+def summarize(samples: list[Sample], columns: list[str],
               peaks: dict[str, dict[str, float | None]], seed: int = 0) -> dict[str, Any]:
     """The statistical body of ``results.json``."""
     metrics = metric_table(samples, seed)
     paired = paired_table(samples, columns, seed)
     return {
         "columns": columns,
-        "n_questions": len({s["question_id"] for s in samples}),
+        "n_questions": len({s.question_id for s in samples}),
         "metrics": metrics,
         "higher_is_better": {m: _direction(m)[0] for m in metrics},
         "by_tag": tag_table(samples, seed),

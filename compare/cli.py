@@ -3,7 +3,7 @@
     compare run data/questions/brazil_history.jsonl                 # the embedded default
     compare run q.jsonl --systems base,rag --model smollm2-135m-instruct --out runs/quick
     compare run q.jsonl --config compare/experiments/two-models-two-decodings.yaml --out runs/grid
-    compare run q.jsonl --judge qwen2.5-1.5b-instruct          # or --judge NAME@http://host:8000/v1
+    compare run q.jsonl --judge qwen2.5-coder-1.5b-instruct    # or --judge NAME@http://host:8000/v1
     compare report runs/demo            # re-render report.md / report.html
     compare diff runs/demo runs/demo-2
     compare rate runs/demo --export sheet.csv    # blind sheet for human raters
@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,14 +21,15 @@ from datetime import datetime
 from pathlib import Path
 
 from compare.config import ExperimentConfig
+from compare.rundir import read_results, require_finished
 from core.cli import add_common_flags, run_cli, setup_logging
 from core.config import load_config
-from core.errors import UserError
 
 log = logging.getLogger("compare")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's argument parser (the README test parses its examples with it)."""
     p = argparse.ArgumentParser(prog="compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", help="adapter dir for the finetuned systems")
     run.add_argument("--retriever", choices=["dense", "bm25", "hybrid"])
     run.add_argument("-k", type=int, help="passages retrieved")
+    run.add_argument("--dedup", choices=["page", "merge", "none"],
+                     help="chunks of one page: best one (page), merged, or all (none)")
+    run.add_argument("--rrf-k", type=int, help="hybrid: reciprocal rank fusion constant (60)")
+    run.add_argument("--title-boost", action=argparse.BooleanOptionalAction, default=None,
+                     help="hybrid: boost the pages a question names (default on)")
+    run.add_argument("--reranker", help="local cross-encoder folder reranking the passages")
     run.add_argument("--context-tokens", type=int,
                      help="at most this many tokens of passages in a RAG prompt")
     run.add_argument("--out", type=Path, help="run dir (default runs/<timestamp>)")
@@ -52,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                           "default), option-text cloze (acc_norm), or a generated letter")
     run.add_argument("--judge", help="LLM judge: a model name, an OpenAI-compatible URL, or "
                      "NAME@URL")
-    run.add_argument("--template", help="prompt set: short (default), or a rag template name "
-                     "or YAML path")
+    run.add_argument("--template", help="rag prompt template: short (default: short answers), "
+                     "default, another name in rag/templates, or a YAML path")
     run.add_argument("--lang", help="answer language: auto (each question's own) or pt, en")
     run.add_argument("--cache", help="generation cache file (default: in the model cache dir)")
     run.add_argument("--base-url", help="OpenAI-compatible server answering for every system")
@@ -80,14 +87,27 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         "systems": tuple(args.systems.split(",")) if args.systems else None,
         "models": (args.model,) if args.model else None, "store": args.store,
         "adapters": {args.model or "*": args.adapter} if args.adapter else None,
-        "retriever": args.retriever, "k": args.k, "limit": args.limit,
+        "retriever": args.retriever, "k": args.k, "limit": args.limit, "dedup": args.dedup,
+        "rrf_k": args.rrf_k, "title_boost": args.title_boost, "reranker": args.reranker,
         "context_tokens": args.context_tokens,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "mc_mode": args.mc_mode, "judge": args.judge, "base_url": args.base_url,
         "load_in_4bit": args.load_in_4bit, "seed": args.seed, "template": args.template,
         "lang": args.lang, "cache": args.cache,
     }
-    return load_config(ExperimentConfig, args.config, **overrides)
+    return canonical_models(load_config(ExperimentConfig, args.config, **overrides))
+
+
+def canonical_models(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with bundled models' former names replaced by their current ones (a deprecation
+    warning each), so that results, samples and provenance carry the true names."""
+    from models.sources import canonical_model_name
+
+    models = tuple(canonical_model_name(m) for m in cfg.models)
+    adapters = {canonical_model_name(k): v for k, v in cfg.adapters.items()}
+    if models == tuple(cfg.models) and adapters == dict(cfg.adapters):
+        return cfg
+    return dataclasses.replace(cfg, models=models, adapters=adapters)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = run(cfg, out, progress=not args.quiet)
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     for verdict in results["verdicts"]:
         print(f"- {verdict}")
     print(f"report: {run_dir / 'report.html'}  (markdown: {run_dir / 'report.md'})")
@@ -117,7 +137,7 @@ def _rate(args: argparse.Namespace) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     if args.cmd == "run":
         return _run(args)
@@ -126,8 +146,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from compare.report import diff_runs, render
 
     for run in (args.run,) if args.cmd == "report" else (args.run_a, args.run_b):
-        if not (run / "results.json").is_file():
-            raise UserError(f"{run} is not a finished run dir (no results.json)")
+        require_finished(run)
     if args.cmd == "report":
         md, html = render(args.run)
         print(f"report: {html}  (markdown: {md})")

@@ -1,7 +1,11 @@
 """The experiment config: which models, systems, decodings, store, adapters, and how to score.
 
 Loaded from an experiment YAML (see ``compare/experiments/*.yaml``), overridden by CLI flags,
-written back resolved as ``config.yaml`` in the run dir.
+written back resolved as ``config.yaml`` in the run dir. ``questions``, ``models`` and ``store``
+left out (empty, or ``null`` in YAML) mean the defaults, filled in when the config is made (the
+default question files, ``models.sources.DEFAULT_GENERATOR``, ``core.paths.default_store_dir()``
+under the current ``RAGVSFT_CACHE``), never when this module is imported. The prompt set and the
+retriever options are rag's (``rag_config`` gives the ``rag.pipeline.RagConfig`` of a column).
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compare.systems import SYSTEMS
+from compare.protocol import SYSTEMS
 from core.errors import UserError
 from core.paths import cache_dir, default_adapter_dir, default_questions, default_store_dir
 from models.generation import Decoding
-from models.sources import DEFAULT_GENERATOR
+
+if TYPE_CHECKING:
+    from rag.pipeline import RagConfig
 
 ALL_SYSTEMS = ("base", "rag", "finetuned", "rag+finetuned")
 MC_MODES = ("loglikelihood", "cloze", "generate")
@@ -27,19 +33,21 @@ _DECODING_FIELDS = tuple(f.name for f in dataclasses.fields(Decoding))
 class ExperimentConfig:
     """One comparison: every model × decoding × system becomes a column of the report."""
 
-    questions: tuple[str, ...] = (str(default_questions()),
-                                  str(default_questions().with_name("multiple_choice.jsonl")))
+    questions: tuple[str, ...] = ()  # empty: the default open + multiple-choice question sets
     systems: tuple[str, ...] = ALL_SYSTEMS
-    models: tuple[str, ...] = (DEFAULT_GENERATOR,)
+    models: tuple[str, ...] = ()  # empty: (models.sources.DEFAULT_GENERATOR,)
     adapters: dict[str, str] = field(default_factory=dict)
     decodings: tuple[dict[str, Any], ...] = ({"name": "greedy", "strategy": "greedy"},)
     max_new_tokens: int = 48  # short answers are asked for; a cap keeps batches short on CPU
-    store: str = str(default_store_dir())
+    store: str = ""  # empty: core.paths.default_store_dir()
     retriever: str = "hybrid"
     k: int = 2  # passages per question: hit@2 = 1.0 on the sample; ~480-token RAG prompts on CPU
     dedup: str = "page"
+    rrf_k: int = 60  # hybrid: reciprocal rank fusion constant
+    title_boost: bool = True  # hybrid: boost the pages the question names
+    reranker: str | None = None  # a local cross-encoder folder; None: no reranking
     context_tokens: int | None = None  # cap on the passages' tokens in a RAG prompt (None: window)
-    template: str = "short"  # compare's short-answer prompts, or a rag template name / YAML path
+    template: str = "short"  # a rag template (rag/templates; "short": short answers) or YAML path
     lang: str = "auto"  # "auto": each question's own language
     batch_size: int = 8
     limit: int | None = None
@@ -52,13 +60,23 @@ class ExperimentConfig:
     seed: int = 0
     title: str = "RAG vs fine-tuning: Brazilian history"
 
+    def _canonical_names(self) -> None:
+        """Bundled models' former names read as their current ones (what reports record)."""
+        from models.sources import canonical_model_name
+
+        object.__setattr__(self, "models", tuple(canonical_model_name(m) for m in self.models))
+        object.__setattr__(self, "adapters", {k if k == "*" else canonical_model_name(k): v
+                                              for k, v in self.adapters.items()})
+
     def __post_init__(self) -> None:
+        self._fill_defaults()
         for name in ("questions", "systems", "models", "decodings"):
             value = getattr(self, name)
             if isinstance(value, (str, dict)):
                 object.__setattr__(self, name, (value,))
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        self._canonical_names()
         if self.mc_mode not in MC_MODES:
             raise UserError(f"mc_mode must be one of {', '.join(MC_MODES)}, not {self.mc_mode!r}")
         if not self.systems or not self.models or not self.decodings:
@@ -69,6 +87,34 @@ class ExperimentConfig:
             decoding_for(dec, self)
         if self.batch_size < 1 or self.k < 1 or self.max_new_tokens < 1:
             raise UserError("batch_size, k and max_new_tokens must be at least 1")
+        self.rag_config()  # the prompt set, language and retriever options, checked by rag
+
+    def _fill_defaults(self) -> None:
+        """Empty (or ``None``) means the default: filled in now, from the current environment."""
+        if not self.questions:
+            open_set = default_questions()
+            object.__setattr__(self, "questions", (
+                str(open_set), str(open_set.with_name("multiple_choice.jsonl"))))
+        if not self.models:
+            from models.sources import DEFAULT_GENERATOR
+
+            object.__setattr__(self, "models", (DEFAULT_GENERATOR,))
+        if not self.store:
+            object.__setattr__(self, "store", str(default_store_dir()))
+
+    def rag_config(self, model: str | None = None, adapter: str | None = None,
+                   max_new_tokens: int | None = None, progress: bool = True) -> RagConfig:
+        """The ``rag.pipeline.RagConfig`` of a column: this experiment's store, retriever
+        options, prompt set and language, with the column's model, adapter and token budget."""
+        from rag.pipeline import RagConfig
+
+        return RagConfig(store=self.store, model=model, adapter=adapter, k=self.k,
+                         retriever=self.retriever, dedup=self.dedup, template=self.template,
+                         lang=self.lang, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                         context_tokens=self.context_tokens, rrf_k=self.rrf_k,
+                         title_boost=self.title_boost, reranker=self.reranker,
+                         base_url=self.base_url, load_in_4bit=self.load_in_4bit,
+                         batch_size=self.batch_size, progress=progress)
 
     def adapter_for(self, model: str) -> str:
         """The adapter dir for ``model`` (the default adapter belongs to the default model)."""
@@ -76,6 +122,8 @@ class ExperimentConfig:
             return self.adapters[model]
         if "*" in self.adapters:
             return self.adapters["*"]
+        from models.sources import DEFAULT_GENERATOR
+
         if model == DEFAULT_GENERATOR:
             return str(default_adapter_dir())
         raise UserError(f"no adapter for model {model!r}: add `adapters: {{{model}: DIR}}` to the "

@@ -13,43 +13,43 @@ import numpy as np
 
 from compare.config import ExperimentConfig
 from compare.judge import judge_pairwise, judge_rubric
-from compare.questions import load_questions
 from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
-from compare.report import read_run, render
+from compare.report import render
+from compare.rundir import Sample, read_samples, require_finished, update_results
 from compare.runner import refresh_results, run_experiment
 from compare.systems import SystemFactory
 from core.errors import UserError
+from core.questions import read_questions
 from models.generation import Generator
 
 log = logging.getLogger(__name__)
 
 
-def semantic_scorer(embedder_name: str) -> Callable[[list[dict[str, Any]]], None]:
+def semantic_scorer(embedder_name: str) -> Callable[[list[Sample]], None]:
     """A pass adding ``semantic_sim`` (max cosine to a reference) to every open answer."""
 
-    def score(samples: list[dict[str, Any]]) -> None:
+    def score(samples: list[Sample]) -> None:
         from ingest.embedding import get_embedder
 
-        todo = [s for s in samples if s.get("choice") is None and s["output"].strip()]
+        todo = [s for s in samples if s.choice is None and s.output.strip()]
         if not todo:
             return
         embedder = get_embedder(embedder_name)
-        refs = sorted({r for s in todo for r in s["references"]})
+        refs = sorted({r for s in todo for r in s.references})
         # symmetric similarity: both sides get the query prompt (e5's advice for such tasks)
         ref_vecs = dict(zip(refs, embedder.embed_queries(refs), strict=True))
-        outs = embedder.embed_queries([s["output"] for s in todo])
+        outs = embedder.embed_queries([s.output for s in todo])
         for s, vec in zip(todo, outs, strict=True):
-            s["scores"]["semantic_sim"] = float(max(np.dot(vec, ref_vecs[r])
-                                                    for r in s["references"]))
+            s.scores["semantic_sim"] = float(max(np.dot(vec, ref_vecs[r]) for r in s.references))
 
     return score
 
 
 def judge_scorer(judge: Generator, label: str, columns: list[str],
-                 results_extra: dict[str, Any]) -> Callable[[list[dict[str, Any]]], None]:
+                 results_extra: dict[str, Any]) -> Callable[[list[Sample]], None]:
     """A pass adding the rubric scores, and pairwise A/B verdicts for every column pair."""
 
-    def score(samples: list[dict[str, Any]]) -> None:
+    def score(samples: list[Sample]) -> None:
         failures = judge_rubric(samples, judge)
         pairs = [judge_pairwise(samples, a, b, judge)
                  for i, a in enumerate(columns) for b in columns[i + 1:]]
@@ -67,7 +67,7 @@ def _judge_summary(failures: int, pairs: list[dict[str, Any]]) -> str:
 
 def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
     """Run the experiment with the real systems; returns the run dir."""
-    load_questions([Path(q) for q in cfg.questions])  # every bad line reported before any work
+    read_questions(cfg.questions, require_answers=True)  # every bad line, before any work
     factory = SystemFactory(cfg, progress=progress)
     extra: dict[str, Any] = {}
     scorers = [semantic_scorer(factory.embedder_name())]
@@ -87,33 +87,24 @@ def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
 
 
 def _merge_results(run_dir: Path, extra: dict[str, Any]) -> None:
-    path = run_dir / "results.json"
-    results = json.loads(path.read_text(encoding="utf-8"))
-    results.update(extra)
-    path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    update_results(run_dir, extra)
     render(run_dir)
-
-
-def _finished(run_dir: Path) -> None:
-    if not (run_dir / "results.json").is_file():
-        raise UserError(f"{run_dir} is not a finished run dir (no results.json)")
 
 
 def export_ratings(run_dir: Path, sheet: Path) -> int:
     """Write the blind rating sheet for a finished run."""
-    _finished(run_dir)
-    _, samples = read_run(run_dir)
-    return export_sheet(samples, run_dir, sheet)
+    require_finished(run_dir)
+    return export_sheet(read_samples(run_dir), run_dir, sheet)
 
 
 def import_ratings(run_dir: Path, sheet: Path) -> str:
     """Fold a filled sheet into the run's samples and results; returns a one-line summary."""
-    _finished(run_dir)
+    require_finished(run_dir)
     key_path = run_dir / KEY_FILE
     if not key_path.is_file():
         raise UserError(f"{run_dir} has no {KEY_FILE}: export a sheet first (--export)")
     key = json.loads(key_path.read_text(encoding="utf-8"))
-    _, samples = read_run(run_dir)
+    samples = read_samples(run_dir)
     n = fold_ratings(samples, read_sheet(sheet, key), key)
     agree = agreement(samples)
     refresh_results(run_dir, samples)

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from compare.rundir import Sample
 from models.generation import Decoding, Generator
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def parse_rubric(text: str) -> dict[str, int] | None:
     scores = {c: data.get(c) for c in CRITERIA}
     if not all(isinstance(v, int) and 1 <= v <= 5 for v in scores.values()):
         return None
-    return scores  # type: ignore[return-value]
+    return scores
 
 
 def _ask(judge: Generator, prompts: list[Any], parse: Any, retries: int) -> list[Any]:
@@ -93,17 +94,17 @@ def _reminder(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return [*messages[:-1], {**messages[-1], "content": messages[-1]["content"] + note}]
 
 
-def judge_rubric(samples: list[dict[str, Any]], judge: Generator, retries: int = 2) -> int:
+def judge_rubric(samples: list[Sample], judge: Generator, retries: int = 2) -> int:
     """Add judge_<criterion> and judge_overall scores to open-question samples; return failures."""
-    todo = [s for s in samples if s.get("choice") is None]
-    prompts = [rubric_prompt(s["question"], s["references"], s["output"], s["lang"]) for s in todo]
+    todo = [s for s in samples if s.choice is None]
+    prompts = [rubric_prompt(s.question, s.references, s.output, s.lang) for s in todo]
     failures = 0
     for s, scores in zip(todo, _ask(judge, prompts, parse_rubric, retries), strict=True):
         if scores is None:
             failures += 1
             continue
-        s["scores"].update({f"judge_{c}": float(v) for c, v in scores.items()})
-        s["scores"]["judge_overall"] = sum(scores.values()) / len(scores)
+        s.scores.update({f"judge_{c}": float(v) for c, v in scores.items()})
+        s.scores["judge_overall"] = sum(scores.values()) / len(scores)
     return failures
 
 
@@ -125,15 +126,15 @@ def parse_winner(text: str) -> str | None:
     return {"a": "A", "b": "B", "tie": "tie", "empate": "tie"}.get(value)
 
 
-def judge_pairwise(samples: list[dict[str, Any]], col_a: str, col_b: str, judge: Generator,
+def judge_pairwise(samples: list[Sample], col_a: str, col_b: str, judge: Generator,
                    retries: int = 2) -> dict[str, Any]:
     """Judge A vs B on every shared open question in both orders; count wins and flips."""
-    by_q: dict[str, dict[str, dict[str, Any]]] = {}
+    by_q: dict[str, dict[str, Sample]] = {}
     for s in samples:
-        if s["column"] in (col_a, col_b) and s.get("choice") is None:
-            by_q.setdefault(s["question_id"], {})[s["column"]] = s
+        if s.column in (col_a, col_b) and s.choice is None:
+            by_q.setdefault(s.question_id, {})[s.column] = s
     pairs = [(v[col_a], v[col_b]) for v in by_q.values() if len(v) == 2]
-    prompts = [pairwise_prompt(a["question"], a["references"], x["output"], y["output"], a["lang"])
+    prompts = [pairwise_prompt(a.question, a.references, x.output, y.output, a.lang)
                for a, b in pairs for x, y in ((a, b), (b, a))]
     verdicts = _ask(judge, prompts, parse_winner, retries)
     tally: Counter[str] = Counter()

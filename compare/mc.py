@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from compare.normalize import normalize_answer
-from compare.questions import Question
+from core.questions import Question
 
 LETTERS = "ABCDEFGHIJ"
 _LABELS = {

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from compare.normalize import answer_tokens, fold_accents, normalize_answer
-from compare.questions import Question
+from compare.normalize import answer_tokens, normalize_answer
+from core.questions import Question
 from core.registry import Registry
+from core.text import fold_accents, identify_language
 
 
 @dataclass(frozen=True)
@@ -162,17 +163,16 @@ def is_refusal(text: str) -> bool:
     compare's), or a common pt/en phrasing of "I cannot answer"."""
     from rag.prompts import is_refusal as template_refusal
 
-    folded = fold_accents(text.lower())
+    folded = fold_accents(text.lower())  # lower(), as the metric was defined (not fold())
     return template_refusal(text, _template_refusals()) or any(p in folded for p in _REFUSALS)
 
 
 @lru_cache(maxsize=1)
 def _template_refusals() -> tuple[str, ...]:
-    from compare.prompting import PROMPT_SETS
-    from rag.prompts import CLOSED_BOOK_REFUSALS, REFUSALS, load_template
+    from rag.prompts import CLOSED_BOOK_REFUSALS, REFUSALS, TEMPLATES, load_template
 
-    own = [lang.refusal for path in PROMPT_SETS.values() for p in path
-           for lang in load_template(p).languages.values()]
+    own = [lang.refusal for name in TEMPLATES.names()
+           for lang in load_template(name).languages.values()]
     return tuple(dict.fromkeys([*REFUSALS.values(), *CLOSED_BOOK_REFUSALS.values(), *own]))
 
 
@@ -186,18 +186,9 @@ _LANGS = ("pt", "en", "es", "fr", "it", "de")
 MIN_WORDS_FOR_LANGID = 4
 
 
-@lru_cache(maxsize=1)
-def _langid() -> Any:
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    ident.set_languages(list(_LANGS))
-    return ident
-
-
 def detect_language(text: str) -> str:
     """ISO code of the text's language among pt/en/es/fr/it/de (py3langid)."""
-    return str(_langid().classify(text)[0])
+    return identify_language(text, _LANGS)
 
 
 @metric("language_fidelity", binary=True)
@@ -247,8 +238,13 @@ def semantic_sim(inp: MetricInput) -> float | None:
     return None if value is None else float(value)
 
 
+def _extra_score(key: str) -> Callable[[Any], float | None]:
+    """A metric reading a score added after generation (judge or human) from ``extra``."""
+    return lambda inp: inp.extra.get(key)
+
+
 for _criterion in ("accuracy", "relevance", "coherence", "contextual_understanding", "overall"):
     for _who in ("judge", "human"):
         METRICS.add(f"{_who}_{_criterion}", Metric(
-            f"{_who}_{_criterion}", lambda inp, _k=f"{_who}_{_criterion}": inp.extra.get(_k),
+            f"{_who}_{_criterion}", _extra_score(f"{_who}_{_criterion}"),
             description=f"{_who} rubric score 1–5 ({_criterion}); added after generation"))

@@ -9,7 +9,8 @@ en: the/a/an), turn Portuguese number words and ordinal marks into digits ("sete
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from core.text import fold_accents
 
 ARTICLES = frozenset(["o", "a", "os", "as", "um", "uma", "uns", "umas", "the", "an"])
 _NUMBER_WORDS = {
@@ -25,12 +26,6 @@ _THOUSANDS = re.compile(r"(?<=\d)\.(?=\d{3}\b)")
 _PUNCT = re.compile(r"[^\w\s]")
 _CITATION = re.compile(r"\[\s*\d+(?:\s*[,;–-]\s*\d+)*\s*\]")
 _LABEL = re.compile(r"^\s*(?:resposta(?: curta)?|answer|short answer)\s*:\s*", re.I)
-
-
-def fold_accents(text: str) -> str:
-    """Strip diacritics: "Constituição" -> "Constituicao"."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def normalize_answer(text: str) -> str:

@@ -1,15 +1,19 @@
-"""Report figures (matplotlib, Agg): metric bars with CIs, per-question heatmap, latency."""
+"""Report figures (matplotlib, Agg): metric bars with CIs, per-question heatmap, latency.
+
+Figures are ``matplotlib.figure.Figure`` objects saved straight to PNG (the Agg renderer), never
+pyplot's: nothing here picks a global backend, at import or later, so a caller's own pyplot set-up
+(a notebook's inline backend) is left as it is.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+if TYPE_CHECKING:
+    from compare.rundir import Sample
 
 BAR_METRICS = ("exact_match", "f1", "contains", "rougeL", "language_fidelity", "refusal",
                "hit@k", "mc_accuracy")
@@ -21,7 +25,7 @@ def metric_bars(results: dict[str, Any], out: Path) -> Path | None:
     columns = results["columns"]
     if not metrics:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics)), 4))
+    fig, ax = _figure(max(6, 1.6 * len(metrics)), 4)
     width = 0.8 / max(len(columns), 1)
     for i, col in enumerate(columns):
         cis = [results["metrics"][m].get(col) for m in metrics]
@@ -36,17 +40,17 @@ def metric_bars(results: dict[str, Any], out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def question_heatmap(samples: list[dict[str, Any]], columns: list[str], metric: str,
+def question_heatmap(samples: list[Sample], columns: list[str], metric: str,
                      out: Path) -> Path | None:
     """Questions × columns, coloured by one metric."""
-    qids = sorted({s["question_id"] for s in samples if metric in s["scores"]})
+    qids = sorted({s.question_id for s in samples if metric in s.scores})
     if not qids:
         return None
     grid = np.full((len(qids), len(columns)), np.nan)
     for s in samples:
-        if metric in s["scores"] and s["column"] in columns:
-            grid[qids.index(s["question_id"]), columns.index(s["column"])] = s["scores"][metric]
-    fig, ax = plt.subplots(figsize=(2 + 1.2 * len(columns), 1 + 0.22 * len(qids)))
+        if metric in s.scores and s.column in columns:
+            grid[qids.index(s.question_id), columns.index(s.column)] = s.scores[metric]
+    fig, ax = _figure(2 + 1.2 * len(columns), 1 + 0.22 * len(qids))
     im = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1)
     ax.set_xticks(range(len(columns)), columns, rotation=20)
     ax.set_yticks(range(len(qids)), qids, fontsize=6)
@@ -61,22 +65,29 @@ def latency_bars(results: dict[str, Any], out: Path) -> Path | None:
     columns = [c for c in results["columns"] if c in lat]
     if not columns:
         return None
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(columns)), 3))
+    fig, ax = _figure(max(4, 1.3 * len(columns)), 3)
     ax.bar(columns, [lat[c]["mean_s"] for c in columns], color="#4c72b0")
     ax.set_ylabel("seconds per answer (generation)")
     ax.tick_params(axis="x", rotation=20)
     return _save(fig, out)
 
 
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure with one axes, outside pyplot (no backend chosen, nothing to close)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
 def _save(fig: Any, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    fig.savefig(out, dpi=110)  # a PNG: rendered by Agg whatever pyplot's backend is
     return out
 
 
-def make_plots(results: dict[str, Any], samples: list[dict[str, Any]], plots_dir: Path
+def make_plots(results: dict[str, Any], samples: list[Sample], plots_dir: Path
                ) -> dict[str, str]:
     """Write every figure into ``plots_dir``; returns ``name -> file name``."""
     made = {

@@ -1,7 +1,9 @@
 """The one protocol every compared system speaks: answer a batch of questions with evidence.
 
 ``compare`` sees only this; how a system retrieves or which adapter it carries is its own affair
-(lm-evaluation-harness's ``LM`` + ``Instance`` idea, as a ``Protocol``, no inheritance).
+(lm-evaluation-harness's ``LM`` + ``Instance`` idea, as a ``Protocol``, no inheritance). The
+named systems (``SYSTEMS``: base, rag, finetuned, rag+finetuned) are specs here, built by
+``compare.systems``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from compare.questions import Question
+from core.questions import Question
+from core.registry import Registry
 
 
 @dataclass
@@ -46,3 +49,23 @@ class System(Protocol):
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this system's outputs (model, adapter, store hashes, prompts)."""
         ...
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A named way of answering: with retrieval or not, with the adapter or not."""
+
+    name: str
+    retrieval: bool
+    adapter: bool
+    description: str
+
+
+SYSTEMS: Registry[SystemSpec] = Registry("system")
+for _spec in (
+    SystemSpec("base", False, False, "the base model, closed-book"),
+    SystemSpec("rag", True, False, "the base model reading passages retrieved from the store"),
+    SystemSpec("finetuned", False, True, "base model + LoRA adapter, closed-book"),
+    SystemSpec("rag+finetuned", True, True, "base model + LoRA adapter reading the passages"),
+):
+    SYSTEMS.add(_spec.name, _spec)

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from compare.judge import CRITERIA
+from compare.rundir import Sample
 from core.errors import UserError
 
 KEY_FILE = "rating_key.json"
 SHEET_FIELDS = ("item", "question", "reference", "answer", *CRITERIA, "comments")
 
 
-def export_sheet(samples: list[dict[str, Any]], run_dir: Path, sheet: Path, seed: int = 0) -> int:
+def export_sheet(samples: list[Sample], run_dir: Path, sheet: Path, seed: int = 0) -> int:
     """Write the blind sheet and the item key; returns the number of rows."""
-    rows = [s for s in samples if s.get("choice") is None]
+    rows = [s for s in samples if s.choice is None]
     random.Random(seed).shuffle(rows)
     key = {}
     with open(sheet, "w", newline="", encoding="utf-8") as fh:
@@ -31,9 +32,9 @@ def export_sheet(samples: list[dict[str, Any]], run_dir: Path, sheet: Path, seed
         writer.writeheader()
         for n, s in enumerate(rows, 1):
             item = f"item-{n:04d}"
-            key[item] = {"column": s["column"], "question_id": s["question_id"]}
-            writer.writerow({"item": item, "question": s["question"],
-                             "reference": " / ".join(s["references"]), "answer": s["output"]})
+            key[item] = {"column": s.column, "question_id": s.question_id}
+            writer.writerow({"item": item, "question": s.question,
+                             "reference": " / ".join(s.references), "answer": s.output})
     (run_dir / KEY_FILE).write_text(json.dumps(key, indent=1), encoding="utf-8")
     return len(rows)
 
@@ -70,26 +71,26 @@ def read_sheet(sheet: Path, key: dict[str, Any]) -> dict[str, dict[str, float]]:
     return ratings
 
 
-def fold_ratings(samples: list[dict[str, Any]], ratings: dict[str, dict[str, float]],
+def fold_ratings(samples: list[Sample], ratings: dict[str, dict[str, float]],
                  key: dict[str, Any]) -> int:
     """Add human_<criterion> and human_overall to the rated samples; returns how many."""
-    index = {(s["column"], s["question_id"]): s for s in samples}
+    index = {s.key: s for s in samples}
     for item, scores in ratings.items():
         s = index[(key[item]["column"], key[item]["question_id"])]
-        s["scores"].update({f"human_{c}": v for c, v in scores.items()})
-        s["scores"]["human_overall"] = sum(scores.values()) / len(scores)
+        s.scores.update({f"human_{c}": v for c, v in scores.items()})
+        s.scores["human_overall"] = sum(scores.values()) / len(scores)
     return len(ratings)
 
 
-def agreement(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def agreement(samples: list[Sample]) -> dict[str, Any]:
     """Spearman rho and quadratic-weighted Cohen's kappa, human vs judge, per criterion."""
     from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
     out: dict[str, Any] = {}
     for c in CRITERIA:
-        both = [(s["scores"][f"human_{c}"], s["scores"][f"judge_{c}"]) for s in samples
-                if f"human_{c}" in s["scores"] and f"judge_{c}" in s["scores"]]
+        both = [(s.scores[f"human_{c}"], s.scores[f"judge_{c}"]) for s in samples
+                if f"human_{c}" in s.scores and f"judge_{c}" in s.scores]
         if len(both) < 2:
             continue
         human, judge = zip(*both, strict=True)

@@ -7,23 +7,15 @@ as base64 data URIs, so the file can be mailed or attached to a paper's suppleme
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from compare.plots import make_plots
+from compare.rundir import Sample, read_results, read_samples
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Load ``results.json`` and ``samples.jsonl`` of a run dir."""
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    with open(run_dir / "samples.jsonl", encoding="utf-8") as fh:
-        samples = [json.loads(line) for line in fh if line.strip()]
-    return results, samples
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -42,9 +34,9 @@ def _md_cell(text: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _score(sample: dict[str, Any]) -> str:
+def _score(sample: Sample) -> str:
     """The side-by-side score cell: F1 for an open answer, right/wrong for a multiple choice."""
-    scores = sample.get("scores", {})
+    scores = sample.scores
     if "mc_accuracy" in scores:
         return "right" if scores["mc_accuracy"] else "wrong"
     return f"F1 {_fmt(scores.get('f1'))}"
@@ -66,13 +58,13 @@ def by_metric_then_tag(by_tag: dict[str, dict[str, Any]], metrics: list[str]
     return out
 
 
-def per_question(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def per_question(samples: list[Sample]) -> list[dict[str, Any]]:
     """Samples grouped by question, in first-seen order, for the side-by-side table."""
     groups: dict[str, dict[str, Any]] = {}
     for s in samples:
-        g = groups.setdefault(s["question_id"], {"id": s["question_id"], "question": s["question"],
-                                                 "answers": s["references"], "by_column": {}})
-        g["by_column"][s["column"]] = s
+        g = groups.setdefault(s.question_id, {"id": s.question_id, "question": s.question,
+                                              "answers": s.references, "by_column": {}})
+        g["by_column"][s.column] = s
     return list(groups.values())
 
 
@@ -103,7 +95,7 @@ def _training_curves(results: dict[str, Any]) -> dict[str, str]:
 
 def render(run_dir: Path) -> tuple[Path, Path]:
     """(Re-)render plots, ``report.md`` and ``report.html`` of a run dir."""
-    results, samples = read_run(run_dir)
+    results, samples = read_results(run_dir), read_samples(run_dir)
     plots = make_plots(results, samples, run_dir / "plots")
     metric_names = list(results["metrics"])
     curves = _training_curves(results)
@@ -125,7 +117,7 @@ def render(run_dir: Path) -> tuple[Path, Path]:
 def diff_runs(a: Path, b: Path) -> str:
     """A Markdown table of metric means in run A vs run B for the columns they share, with a
     paired test (run B vs run A, on the questions both answered) for the headline metrics."""
-    (ra, sa), (rb, sb) = read_run(a), read_run(b)
+    ra, sa, rb, sb = read_results(a), read_samples(a), read_results(b), read_samples(b)
     lines = [f"| column | metric | {a.name} | {b.name} | Δ (B−A) | paired test (B vs A) |",
              "|---|---|---|---|---|---|"]
     for metric, by_col in ra["metrics"].items():
@@ -140,17 +132,14 @@ def diff_runs(a: Path, b: Path) -> str:
     return "\n".join(lines)
 
 
-def _paired_across_runs(sa: list[dict[str, Any]], sb: list[dict[str, Any]], col: str,
-                        metric: str) -> str:
+def _paired_across_runs(sa: list[Sample], sb: list[Sample], col: str, metric: str) -> str:
     from compare.metrics import METRICS
     from compare.stats import paired_compare
 
     if metric not in ("exact_match", "f1", "contains", "mc_accuracy", "semantic_sim"):
         return "–"
-    x = {s["question_id"]: s["scores"][metric] for s in sa
-         if s["column"] == col and metric in s["scores"]}
-    y = {s["question_id"]: s["scores"][metric] for s in sb
-         if s["column"] == col and metric in s["scores"]}
+    x = {s.question_id: s.scores[metric] for s in sa if s.column == col and metric in s.scores}
+    y = {s.question_id: s.scores[metric] for s in sb if s.column == col and metric in s.scores}
     common = sorted(set(x) & set(y))
     if len(common) < 2:
         return "–"

@@ -2,12 +2,12 @@
 
 Runs are never overwritten: an existing finished run dir gets a ``-2``, ``-3`` … sibling; an
 unfinished one (no ``results.json``, e.g. after Ctrl-C) is continued, and the generation cache
-makes the continued run regenerate nothing it had already generated.
+makes the continued run regenerate nothing it had already generated. The run dir's files are
+read and written through ``compare.rundir``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +25,20 @@ from compare.config import ExperimentConfig
 from compare.memory import PeakRSS
 from compare.metrics import MetricInput, score_sample
 from compare.protocol import System, SystemAnswer
-from compare.questions import Question, load_questions
 from compare.report import render
+from compare.rundir import (
+    Sample,
+    answered,
+    append_samples,
+    read_results,
+    read_samples,
+    run_dir_for,
+    write_results,
+    write_samples,
+)
 from core.config import config_dict, write_config
 from core.errors import UserError
+from core.questions import Question, read_questions
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +66,6 @@ def columns_for(cfg: ExperimentConfig) -> list[Column]:
     return cols
 
 
-def run_dir_for(out: Path) -> Path:
-    """The dir this run writes: ``out`` itself if new or unfinished, else the first sibling
-    ``out-2``, ``out-3`` … that is new or unfinished (finished runs are never overwritten)."""
-    if not (out / "results.json").exists():
-        return out
-    n = 2
-    while (out.parent / f"{out.name}-{n}" / "results.json").exists():
-        n += 1
-    return out.parent / f"{out.name}-{n}"
-
-
 def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuse to continue an unfinished run that was started with another config."""
     path = run_dir / "config.yaml"
@@ -88,88 +87,72 @@ def score(answer: SystemAnswer, question: Question, uses_retrieval: bool) -> dic
     return score_sample(MetricInput(answer.output, question, titles, uses_retrieval, extra))
 
 
-def sample_record(col: Column, q: Question, ans: SystemAnswer, uses_retrieval: bool
-                  ) -> dict[str, Any]:
+def sample_record(col: Column, q: Question, ans: SystemAnswer, uses_retrieval: bool) -> Sample:
     """One line of samples.jsonl."""
-    return {
-        "column": col.label, "system": col.system, "model": col.model, "decoding": col.decoding,
-        "question_id": q.id, "question": q.question, "references": list(q.answers),
-        "tags": list(q.tags), "lang": q.lang, "prompt": ans.prompt, "retrieved": ans.retrieved,
-        "output": ans.output, "choice": ans.choice, "choice_scores": ans.choice_scores,
-        "scores": score(ans, q, uses_retrieval), "latency_s": ans.latency_s,
-        "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
-        "cached": ans.cached,
-    }
+    return Sample(
+        column=col.label, system=col.system, model=col.model, decoding=col.decoding,
+        question_id=q.id, question=q.question, references=list(q.answers), tags=list(q.tags),
+        lang=q.lang, prompt=ans.prompt, retrieved=ans.retrieved, output=ans.output,
+        choice=ans.choice, choice_scores=ans.choice_scores,
+        scores=score(ans, q, uses_retrieval), latency_s=ans.latency_s,
+        prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
+        cached=ans.cached,
+    )
 
 
-def _done(samples_path: Path) -> set[tuple[str, str]]:
-    if not samples_path.exists():
-        return set()
-    with open(samples_path, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    return {(r["column"], r["question_id"]) for r in rows}
-
-
-def run_column(system: System, col: Column, questions: Sequence[Question], samples_path: Path,
+def run_column(system: System, col: Column, questions: Sequence[Question], run_dir: Path,
                batch_size: int, progress: bool = True) -> dict[str, float | None]:
     """Answer the questions this column has not answered yet; append and flush the samples
     after every batch (Ctrl-C loses at most one batch); return the peak RSS and GPU MB."""
-    done = _done(samples_path)
+    done = answered(run_dir)
     todo = [q for q in questions if (col.label, q.id) not in done]
     bar = tqdm(total=len(todo), desc=col.label, unit="q", disable=not progress or not todo)
-    with bar, PeakRSS() as peak, open(samples_path, "a", encoding="utf-8") as fh:
+    with bar, PeakRSS() as peak:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             open_qs = [q for q in batch if not q.is_multiple_choice]
             mc_qs = [q for q in batch if q.is_multiple_choice]
             answers = (system.answer(open_qs) if open_qs else []) + (
                 system.choose(mc_qs) if mc_qs else [])
-            for q, ans in zip(open_qs + mc_qs, answers, strict=True):
-                record = sample_record(col, q, ans, system.uses_retrieval)
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
+            append_samples(run_dir, [sample_record(col, q, ans, system.uses_retrieval)
+                                     for q, ans in zip(open_qs + mc_qs, answers, strict=True)])
             bar.update(len(batch))
     return {"rss_mb": peak.mb, "gpu_mb": peak.gpu_mb}
 
 
-def _read_samples(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def run_experiment(cfg: ExperimentConfig, out: Path,
                    build_system: Callable[[Column, ExperimentConfig], System],
-                   extra_scorers: Sequence[Callable[[list[dict[str, Any]]], None]] = (),
+                   extra_scorers: Sequence[Callable[[list[Sample]], None]] = (),
                    progress: bool = True) -> Path:
     """Run every column, write samples/results/report into a run dir; return the dir."""
-    questions = load_questions([Path(p) for p in cfg.questions])[: cfg.limit or None]
+    questions = read_questions(cfg.questions, require_answers=True)[: cfg.limit or None]
     run_dir = run_dir_for(out)
     check_resumable(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir / "config.yaml")
-    samples_path = run_dir / "samples.jsonl"
     peaks, fingerprints, started = {}, {}, time.time()
     for col in columns_for(cfg):
         log.info("column %s: %d questions", col.label, len(questions))
         system = build_system(col, cfg)
         fingerprints[col.label] = system.fingerprint()
-        peaks[col.label] = run_column(system, col, questions, samples_path, cfg.batch_size,
+        peaks[col.label] = run_column(system, col, questions, run_dir, cfg.batch_size,
                                       progress)
-    samples = _read_samples(samples_path)
+    samples = read_samples(run_dir)
     for scorer in extra_scorers:
         scorer(samples)
-    write_results(cfg, run_dir, samples, peaks, fingerprints, time.time() - started)
+    write_samples(run_dir, samples)  # with any scores the passes added
+    write_results(run_dir, results_for(cfg, run_dir, samples, peaks, fingerprints,
+                                       time.time() - started))
     render(run_dir)
     return run_dir
 
 
-def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, Any]],
-                  peaks: dict[str, dict[str, float | None]], fingerprints: dict[str, Any],
-                  wall_s: float) -> None:
-    """Aggregate and write results.json (and rewrite samples with any added scores)."""
+def results_for(cfg: ExperimentConfig, run_dir: Path, samples: list[Sample],
+                peaks: dict[str, dict[str, float | None]], fingerprints: dict[str, Any],
+                wall_s: float) -> dict[str, Any]:
+    """The content of results.json: aggregates, provenance and the config."""
     labels = [c.label for c in columns_for(cfg)]
-    write_samples(run_dir, samples)
-    results = {
+    return {
         "title": cfg.title, "run_name": run_dir.name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": wall_s, **summarize(samples, labels, peaks, cfg.seed),
@@ -181,28 +164,19 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, samples: list[dict[str, 
         },
         "config": config_dict(cfg),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False),
-                                          encoding="utf-8")
 
 
-def write_samples(run_dir: Path, samples: list[dict[str, Any]]) -> None:
-    """Rewrite the run's samples.jsonl (one JSON object a line) with any scores added."""
-    with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-
-
-def refresh_results(run_dir: Path, samples: list[dict[str, Any]]) -> dict[str, Any]:
+def refresh_results(run_dir: Path, samples: list[Sample]) -> dict[str, Any]:
     """Re-aggregate a finished run after scores were added to its samples (human ratings),
     keeping its provenance, config, peaks and creation time; returns the new results."""
-    path = run_dir / "results.json"
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     write_samples(run_dir, samples)
     peaks = {c: {"rss_mb": v.get("peak_rss_mb"), "gpu_mb": v.get("peak_gpu_mb")}
              for c, v in results["latency"].items()}
     seed = results.get("provenance", {}).get("seed", 0)
     results.update(summarize(samples, results["columns"], peaks, seed))
     results["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_results(run_dir, results)
     return results
 
 

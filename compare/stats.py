@@ -60,7 +60,7 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0, confidence: float = 0.9
     return MeanCI(float(x.mean()), float(low), float(high), int(x.size))
 
 
-def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
+def mcnemar_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Exact (binomial) McNemar p-value for paired binary outcomes."""
     x, y = np.asarray(a) > 0.5, np.asarray(b) > 0.5
     only_a, only_b = int(np.sum(x & ~y)), int(np.sum(~x & y))
@@ -69,7 +69,8 @@ def mcnemar_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(sst.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def permutation_p(a: Sequence[float], b: Sequence[float], seed: int = 0) -> float:
+def permutation_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                  seed: int = 0) -> float:
     """Two-sided paired permutation test of the mean difference (random sign flips)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if not np.any(d):

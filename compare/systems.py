@@ -1,15 +1,20 @@
 """The compared systems behind ``compare.protocol.System``, and the factory that builds them.
 
-``base`` (closed-book prompt, base model), ``rag`` (passages retrieved from the store),
-``finetuned`` (base + LoRA adapter, closed-book, in the adapter's prompt format) and
-``rag+finetuned``. Each is a ``SystemSpec`` in the ``SYSTEMS`` registry; the factory builds any
-spec from its two flags.
+Every system is rag's one RAG system (``rag.pipeline.RagPipeline``: retriever + token budget +
+prompt set + generator, with the adapter's prompt format when it has one): ``base`` and
+``finetuned`` answer through its closed-book path, ``rag`` and ``rag+finetuned`` through its
+retrieval path, so ``rag ask`` sends the very prompts compare does. Each system is a
+``SystemSpec`` in ``compare.protocol.SYSTEMS``; the factory builds any spec from its two flags.
+compare adds what a comparison needs around the pipeline: per-question languages (each
+question's own with ``lang: auto``), multiple-choice scoring (``choose``), and a
+``CachedGenerator`` as the pipeline's generator.
 
-Sharing: one ``ModelSlot`` per model (``compare.backends``), the adapter attached to the same
-weights; retrieval results are memoized per question, so rag and rag+finetuned retrieve once.
-Every generator is wrapped in a ``CachedGenerator`` keyed by model fingerprint, adapter sha256,
-load options, library versions, store sha256 + retriever + k (RAG), the exact prompt and the
-decoding: a re-run regenerates nothing, and when everything is cached no weights are loaded.
+Sharing: one ``models.slot.ModelSlot`` per model, the adapter attached to the same weights;
+retrieval results are memoized per question (``MemoizedRetrieval``), so rag and rag+finetuned
+retrieve once. Every generator is wrapped in a ``CachedGenerator`` keyed by model fingerprint,
+adapter sha256, load options, library versions, store sha256 + retriever settings (RAG), the
+exact prompt and the decoding: a re-run regenerates nothing, and when everything is cached no
+weights are loaded.
 """
 
 from __future__ import annotations
@@ -17,66 +22,41 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare import mc
 from compare.cache import CachedGenerator, GenerationCache
-from compare.prompting import (
-    closed_book_messages,
-    format_decoding,
-    in_format,
-    rag_messages,
-    template_pair,
-    template_versions,
-)
-from compare.protocol import SystemAnswer
-from compare.questions import Question
+from compare.config import ExperimentConfig, decoding_for
+from compare.protocol import SYSTEMS, SystemAnswer, SystemSpec
 from core.errors import UserError
-from core.registry import Registry
-from models.generation import Decoding, Generation, Generator
+from core.questions import Question
+from models.generation import Decoding, Generator
 
 if TYPE_CHECKING:
-    from compare.config import ExperimentConfig
     from compare.runner import Column
-    from finetune.formats import Format
+    from models.formats import Format
+    from models.slot import ModelSlot
+    from rag.pipeline import RagAnswer, RagPipeline
 
-Retrieve = Callable[[list[str]], list[list[Any]]]
-
-
-@dataclass(frozen=True)
-class SystemSpec:
-    """A named way of answering: with retrieval or not, with the adapter or not."""
-
-    name: str
-    retrieval: bool
-    adapter: bool
-    description: str
-
-
-SYSTEMS: Registry[SystemSpec] = Registry("system")
-for _spec in (
-    SystemSpec("base", False, False, "the base model, closed-book"),
-    SystemSpec("rag", True, False, "the base model reading passages retrieved from the store"),
-    SystemSpec("finetuned", False, True, "base model + LoRA adapter, closed-book"),
-    SystemSpec("rag+finetuned", True, True, "base model + LoRA adapter reading the passages"),
-):
-    SYSTEMS.add(_spec.name, _spec)
+__all__ = ["SYSTEMS", "ComparedSystem", "MemoizedRetrieval", "SystemFactory", "SystemSpec",
+           "evidence"]
 
 
 class ComparedSystem:
-    """One column's system: prompts (closed-book or RAG), a cached generator, MC scoring."""
+    """One column's system: a ``RagPipeline`` (closed-book or retrieval path) over a cached
+    generator, answering open questions and scoring multiple-choice ones."""
 
-    def __init__(self, spec: SystemSpec, generator: CachedGenerator, decoding: Decoding,
-                 fmt: Format | None, cfg: ExperimentConfig, retrieve: Retrieve | None,
-                 fingerprint: dict[str, Any]) -> None:
-        if spec.retrieval and retrieve is None:
+    def __init__(self, spec: SystemSpec, pipeline: RagPipeline, decoding: Decoding,
+                 cfg: ExperimentConfig, fingerprint: dict[str, Any]) -> None:
+        if spec.retrieval and pipeline.retriever is None:
             raise ValueError(f"system {spec.name!r} retrieves but got no retriever")
         self.spec, self.name, self.uses_retrieval = spec, spec.name, spec.retrieval
-        self.generator, self.fmt, self.cfg = generator, fmt, cfg
-        self.decoding = format_decoding(decoding, fmt)
-        self._retrieve, self._fingerprint = retrieve, fingerprint
+        self.pipeline, self.cfg = pipeline, cfg
+        self.generator: CachedGenerator = pipeline.generator  # type: ignore[assignment]
+        self.fmt: Format | None = pipeline.format
+        self.decoding = pipeline.decoding(decoding)
+        self._fingerprint = fingerprint
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this system's outputs (recorded in the run's provenance)."""
@@ -86,47 +66,28 @@ class ComparedSystem:
         if not self.uses_retrieval:
             return None, 0.0
         start = time.perf_counter()
-        found = self._retrieve([q.question for q in questions])
+        found = self.pipeline.retrieve([q.question for q in questions])
         return found, (time.perf_counter() - start) / max(len(questions), 1)
 
     def _lang(self, q: Question) -> str:
         return q.lang if self.cfg.lang == "auto" else self.cfg.lang
-
-    def prompts(self, texts: Sequence[str], questions: Sequence[Question],
-                passages: list[list[Any]] | None) -> tuple[list[Any], list[list[Any]] | None]:
-        """The prompts for ``texts`` (the questions, or their MC rendering) and, for RAG, the
-        passages that fit the model's window (``rag.budget``: top ones kept, in rank order)."""
-        t, langs = self.cfg.template, [self._lang(q) for q in questions]
-        if passages is None:
-            msgs = [closed_book_messages(x, lang, t) for x, lang in zip(texts, langs, strict=True)]
-            return [in_format(m, self.fmt) for m in msgs], None
-        fitted = [self._fit(x, p, lang) for x, p, lang in zip(texts, passages, langs, strict=True)]
-        msgs = [rag_messages(x, p, lang, t) for x, p, lang in zip(texts, fitted, langs,
-                                                                   strict=True)]
-        return [in_format(m, self.fmt) for m in msgs], fitted
-
-    def _fit(self, text: str, passages: list[Any], lang: str) -> list[Any]:
-        from rag.budget import context_budget, fit_passages
-
-        template, gen = template_pair(self.cfg.template)[0], self.generator
-        budget = context_budget(text, gen.count_tokens, gen.context_window,
-                                self.decoding.max_new_tokens, lang, template,
-                                self.cfg.context_tokens)
-        return fit_passages(passages, budget, gen.count_tokens, lang, template).passages
 
     def answer(self, questions: Sequence[Question]) -> list[SystemAnswer]:
         """Open answers for a batch (generation through the cache)."""
         return self._generate(questions, [q.question for q in questions])
 
     def _generate(self, questions: Sequence[Question], texts: list[str]) -> list[SystemAnswer]:
+        """Answer ``texts`` (the questions, or their MC rendering) with the passages retrieved
+        for the questions; a RAG prompt holds the passages that fit the window (top ones, in
+        rank order), the evidence flags which did."""
         retrieved, retrieval_s = self._passages(questions)
-        prompts, fitted = self.prompts(texts, questions, retrieved)
-        gens = self.generator.generate(prompts, self.decoding)
-        answers = [_answer(q, p, g, retrieval_s) for q, p, g in zip(questions, prompts, gens,
-                                                                    strict=True)]
-        for i, a in enumerate(answers if retrieved else []):
-            a.retrieved = evidence(retrieved[i], fitted[i])
-        return answers
+        langs = [self._lang(q) for q in questions]
+        if retrieved is None:
+            answers = self.pipeline.answer_closed_book(texts, self.decoding, langs=langs)
+        else:
+            answers = self.pipeline.answer(texts, self.decoding, langs=langs, passages=retrieved)
+        return [_answer(q, a, retrieval_s, self.uses_retrieval)
+                for q, a in zip(questions, answers, strict=True)]
 
     def choose(self, questions: Sequence[Question]) -> list[SystemAnswer]:
         """Multiple-choice answers: per-letter log-likelihood (default), per-option cloze
@@ -163,11 +124,45 @@ def evidence(retrieved: list[Any], in_prompt: list[Any]) -> list[dict[str, Any]]
     return [{**p.to_dict(), "in_prompt": p.chunk_id in kept} for p in retrieved]
 
 
-def _answer(q: Question, prompt: Any, g: Generation, retrieval_s: float) -> SystemAnswer:
-    return SystemAnswer(q.id, g.text.strip(), prompt=prompt,
+def _answer(q: Question, a: RagAnswer, retrieval_s: float, retrieval: bool) -> SystemAnswer:
+    g = a.generation
+    return SystemAnswer(q.id, a.text, prompt=a.prompt,
+                        retrieved=evidence(a.retrieved, a.passages) if retrieval else [],
                         latency_s=g.latency_s + retrieval_s, prompt_tokens=g.prompt_tokens,
                         completion_tokens=g.completion_tokens,
                         cached=bool(getattr(g, "cached", False)))
+
+
+class MemoizedRetrieval:
+    """A retriever shared by the RAG systems: each question's passages are retrieved once.
+
+    ``make`` builds the real retriever (rag's, over the store) when first needed."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make, self._retriever = make, None
+        self._found: dict[str, list[Any]] = {}
+
+    @property
+    def retriever(self) -> Any:
+        """The underlying retriever, built on first use."""
+        if self._retriever is None:
+            self._retriever = self._make()
+        return self._retriever
+
+    def retrieve(self, queries: Sequence[str]) -> list[list[Any]]:
+        """Passages per question, memoized."""
+        todo = [t for t in dict.fromkeys(queries) if t not in self._found]
+        if todo:
+            self._found.update(zip(todo, self.retriever.retrieve(todo), strict=True))
+        return [self._found[t] for t in queries]
+
+    def describe(self) -> dict[str, Any]:
+        """The underlying retriever's settings."""
+        return self.retriever.describe()
+
+    def forget(self) -> None:
+        """Drop the memoized passages (benchmarks time retrieval afresh)."""
+        self._found.clear()
 
 
 GeneratorFor = Callable[[str, Path | None], tuple[Generator, dict[str, Any]]]
@@ -177,8 +172,9 @@ class SystemFactory:
     """Builds each column's system, sharing models, the store, retrieval and the cache.
 
     The keyword hooks replace the real pieces in tests: ``generator_for(model, adapter)`` returns
-    a generator and its cache identity; ``store`` is an opened store, ``retriever`` anything with
-    ``retrieve(questions)`` and ``describe()``; ``cache`` a generation cache.
+    a generator and its cache identity; ``store`` is an opened store (or a store dir),
+    ``retriever`` anything with ``retrieve(questions)`` and ``describe()``; ``cache`` a
+    generation cache.
     """
 
     def __init__(self, cfg: ExperimentConfig, progress: bool = True, *,
@@ -187,50 +183,57 @@ class SystemFactory:
         self.cfg, self.progress = cfg, progress
         self.cache = cache or GenerationCache(cfg.cache_path())
         self._generator_for = generator_for or self._default_generator
-        self._store, self._slots = store, {}
+        if isinstance(store, (str, Path)):
+            from rag.passages import open_store
+
+            store = open_store(store)
+        self._store = store
+        self._slots: dict[str, ModelSlot] = {}
         self._generators: dict[tuple[str, Path | None], tuple[Generator, dict[str, Any]]] = {}
         self._retriever = retriever
-        self._retrieved: dict[str, list[Any]] = {}
+        self.retrieval = MemoizedRetrieval(self.retriever)
 
     # --- columns -------------------------------------------------------------------------
 
     def build(self, column: Column, cfg: ExperimentConfig) -> ComparedSystem:
         """The system for one column (model × decoding × system)."""
-        from compare.config import decoding_for
+        from rag.pipeline import RagPipeline
 
         spec = SYSTEMS.get(column.system)
         adapter = self._adapter(column.model) if spec.adapter else None
         retrieval = self.retrieval_identity() if spec.retrieval else None  # fail early
         inner, identity = self._generator(column.model, adapter)
-        fmt = self._format(adapter)
         decoding = decoding_for(column.decoding, cfg)
+        rag_cfg = cfg.rag_config(column.model, str(adapter) if adapter else None,
+                                 decoding.max_new_tokens, self.progress)
+        cache_identity = identity if retrieval is None else {**identity, "retrieval": retrieval}
+        cached = CachedGenerator(inner, self.cache, cache_identity, cfg.batch_size)
+        pipeline = RagPipeline(None, cached, rag_cfg, fmt=self._format(adapter),
+                               retriever=self.retrieval if spec.retrieval else None)
+        fmt = pipeline.format
         fingerprint = {"system": spec.name, "generator": identity, "adapter": identity.get(
             "adapter"), "prompt_format": fmt.name if fmt else "chat",
-            "templates": template_versions(cfg.template), "decoding": dataclasses.asdict(
-                format_decoding(decoding, fmt)), "mc_mode": cfg.mc_mode, "lang": cfg.lang}
+            "templates": pipeline.template_versions(), "decoding": dataclasses.asdict(
+                pipeline.decoding(decoding)), "mc_mode": cfg.mc_mode, "lang": cfg.lang}
         if retrieval is not None:
             fingerprint["retrieval"] = retrieval
-            identity = {**identity, "retrieval": retrieval}
-        cached = CachedGenerator(inner, self.cache, identity, cfg.batch_size)
-        retrieve = self.retrieve if spec.retrieval else None
-        return ComparedSystem(spec, cached, decoding, fmt, cfg, retrieve, fingerprint)
+        return ComparedSystem(spec, pipeline, decoding, cfg, fingerprint)
 
     def _adapter(self, model: str) -> Path:
-        from compare.backends import check_adapter_dir
+        from models.adapters import check_adapter_dir
 
         value = self.cfg.adapter_for(model)
         path = Path(value).expanduser()
         if self.cfg.base_url and not path.is_dir():
             return Path(value)  # a served adapter name (vLLM --lora-modules NAME=PATH)
-        return check_adapter_dir(path)
+        return check_adapter_dir(path, hint="or drop the finetuned systems (--systems base,rag)")
 
     def _format(self, adapter: Path | None) -> Format | None:
         if adapter is None or not (adapter / "adapter_config.json").is_file():
             return None  # no adapter, or one served by name (prompted with chat messages)
-        from compare.backends import adapter_format_name
-        from finetune.formats import get_format
+        from models.adapters import prompt_format_of
 
-        return get_format(adapter_format_name(adapter))
+        return prompt_format_of(adapter)
 
     def _generator(self, model: str, adapter: Path | None) -> tuple[Generator, dict[str, Any]]:
         key = (model, adapter)
@@ -240,15 +243,20 @@ class SystemFactory:
 
     def _default_generator(self, model: str, adapter: Path | None
                            ) -> tuple[Generator, dict[str, Any]]:
-        from compare.backends import ModelSlot, SlotGenerator, adapter_identity, server_generator
+        from models.adapters import adapter_identity
+        from models.backends import server_generator
+        from models.slot import ModelSlot, SlotGenerator
 
         cfg = self.cfg
         if cfg.base_url:
             served = model if adapter is None else adapter.name
-            gen, identity = server_generator(cfg.base_url, served, cfg.batch_size, self.progress)
-            local = adapter is not None and (adapter / "adapter_config.json").is_file()
-            return gen, {**identity, "adapter": adapter_identity(adapter) if local else (
-                {"served": served} if adapter is not None else None)}
+            client, identity = server_generator(cfg.base_url, served, cfg.batch_size,
+                                                self.progress)
+            about: dict[str, Any] | None = None
+            if adapter is not None:
+                local = (adapter / "adapter_config.json").is_file()
+                about = adapter_identity(adapter) if local else {"served": served}
+            return client, {**identity, "adapter": about}
         if model not in self._slots:
             from models.loading import LoadOptions
 
@@ -265,7 +273,7 @@ class SystemFactory:
             path = Path(self.cfg.store).expanduser()
             if not (path / "manifest.json").is_file():
                 raise UserError(f"no store at {path}: build one with `ingest build DUMP --store "
-                                f"{path}` (`python -m compare.demo` builds the default), pass "
+                                f"{path}` (`python -m demo` builds the default), pass "
                                 "--store DIR, or drop the rag systems (--systems base,finetuned)")
             from rag.passages import open_store
 
@@ -273,15 +281,13 @@ class SystemFactory:
         return self._store
 
     def retriever(self) -> Any:
-        """The retriever over the store (rag's registry, with rag's defaults), built once."""
+        """The retriever over the store (rag's registry, with the experiment's options), built
+        once."""
         if self._retriever is None:
-            from rag.pipeline import RagConfig
             from rag.retrievers import make_retriever
 
-            cfg = self.cfg
-            opts = RagConfig(store=cfg.store, k=cfg.k, retriever=cfg.retriever, dedup=cfg.dedup,
-                             progress=self.progress).retriever_options()
-            self._retriever = make_retriever(cfg.retriever, self.store(), **opts)
+            opts = self.cfg.rag_config(progress=self.progress).retriever_options()
+            self._retriever = make_retriever(self.cfg.retriever, self.store(), **opts)
         return self._retriever
 
     def retrieval_identity(self) -> dict[str, Any]:
@@ -292,21 +298,19 @@ class SystemFactory:
 
     def retrieve(self, texts: list[str]) -> list[list[Any]]:
         """Passages per question, memoized (rag and rag+finetuned retrieve once)."""
-        todo = [t for t in dict.fromkeys(texts) if t not in self._retrieved]
-        if todo:
-            self._retrieved.update(zip(todo, self.retriever().retrieve(todo), strict=True))
-        return [self._retrieved[t] for t in texts]
+        return self.retrieval.retrieve(texts)
 
     def forget_retrievals(self) -> None:
         """Drop the memoized passages (benchmarks time retrieval afresh)."""
-        self._retrieved.clear()
+        self.retrieval.forget()
 
     def judge_generator(self, judge: str) -> CachedGenerator:
         """The LLM judge, cached like the systems: a model name (loaded in-process, sharing a
         compared model's weights when it is one), an OpenAI-compatible URL, or ``NAME@URL``."""
         name, _, url = judge.rpartition("@") if "@http" in judge else ("", "", judge)
+        gen: Generator
         if url.startswith(("http://", "https://")):
-            from compare.backends import server_generator
+            from models.backends import server_generator
 
             gen, identity = server_generator(url, name or "judge", self.cfg.batch_size,
                                              self.progress)

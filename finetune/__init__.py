@@ -1,4 +1,4 @@
-"""finetune stage: instruction pairs, prompt formats, QLoRA training, adapters.
+"""finetune stage: instruction pairs, QLoRA training, writing adapters.
 
 Public surface (what compare and the demo use):
 
@@ -6,9 +6,12 @@ Public surface (what compare and the demo use):
 - ``finetune.importers.import_file(path, fmt, out, ...)`` (alpaca | dolly | guanaco | jsonl)
 - ``finetune.config.train_config(preset_or_yaml, **overrides)`` -> ``TrainConfig``
 - ``finetune.train.train(config, pairs, out, resume=False)`` -> manifest dict
-- ``finetune.adapter``: ``read_manifest``, ``adapter_format``, ``adapter_info``,
-  ``load_adapter``, ``training_load_options``, ``merge_adapter``
-- ``finetune.inference.load_adapter_generator(adapter)`` -> a ``Generator`` that prompts in the
-  adapter's trained format (``Format.adapt``) and adds its stop strings
-- ``finetune.formats.get_format(name)`` -> ``Format`` (llama2 | mistral | alpaca | chat)
+- ``finetune.adapter``: ``build_manifest``, ``write_manifest``, ``adapter_info``,
+  ``merge_adapter``
+
+Reading an adapter is ``models``' (so rag and compare need no finetune): ``models.formats``
+(``get_format(name)`` -> ``Format``: llama2 | mistral | alpaca | chat, the same at training and
+inference), ``models.adapters`` (``read_manifest``, ``adapter_format``, ``adapter_base``,
+``load_adapter``, ``training_load_options``, ``load_adapter_generator``: a ``Generator`` that
+prompts in the adapter's trained format and adds its stop strings).
 """

@@ -1,11 +1,12 @@
-"""The adapter dir: its manifest, its prompt format, loading it checked, merging it, ``info``.
+"""Writing the adapter dir: its manifest, merging it into a full model, ``finetune info``.
 
 ``manifest.json`` records the base model (name + ``models.loading.model_fingerprint``), the
 prompt format, the resolved training config, the pairs file's sha256 and its leakage report,
 truncation counts, the training outcome, package versions and the creation time.
-``models.loading.load_model(base, adapter=DIR)`` refuses an adapter whose manifest names
-another base; ``adapter_format`` gives rag/compare the format to prompt it with (and
-``finetune.inference.load_adapter_generator`` applies it automatically).
+Reading it back is ``models.adapters``' (``read_manifest``, ``adapter_format``,
+``adapter_base``, ``load_adapter``, ``load_adapter_generator``), so rag and compare use adapters
+without finetune; ``models.loading.load_model(base, adapter=DIR)`` refuses an adapter whose
+manifest names another base.
 """
 
 from __future__ import annotations
@@ -22,18 +23,16 @@ from core.config import config_dict
 from core.errors import UserError
 from core.hashing import sha256_file
 from core.versions import package_versions
-from finetune.formats import Format, get_format
 from finetune.records import read_meta
-from models.loading import LoadOptions, load_model
+from models.adapters import MANIFEST, load_adapter, read_manifest
+from models.loading import LoadOptions
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
     from finetune.config import TrainConfig
+    from models.formats import Format
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets",
             "ragvsft")
 
@@ -116,57 +115,6 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                     encoding="utf-8")
     return path
-
-
-def read_manifest(adapter_dir: str | Path) -> dict[str, Any]:
-    """The adapter's manifest; UserError when the folder is not one of ours."""
-    path = Path(adapter_dir).expanduser() / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{adapter_dir} has no {MANIFEST}; pass a folder written by "
-                        "`finetune train`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg})") from None
-
-
-def adapter_format(adapter_dir: str | Path) -> Format:
-    """The prompt format the adapter (or merged model) was trained with: apply it at inference."""
-    fmt = read_manifest(adapter_dir).get("prompt_format") or {}
-    name = fmt.get("name") if isinstance(fmt, dict) else fmt
-    if not name:
-        raise UserError(f"{adapter_dir}/{MANIFEST} does not record a prompt format")
-    return get_format(str(name))
-
-
-def adapter_base(adapter_dir: str | Path) -> str:
-    """The base model name recorded in the manifest."""
-    base = read_manifest(adapter_dir).get("base_model") or {}
-    name = base.get("name") if isinstance(base, dict) else base
-    if not name:
-        raise UserError(f"{adapter_dir}/{MANIFEST} does not name its base model")
-    return str(name)
-
-
-def load_adapter(adapter_dir: str | Path, model: str | None = None,
-                 options: LoadOptions = LoadOptions()
-                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Base (``model`` or the manifest's) + adapter; another base than trained on is refused."""
-    manifest = read_manifest(adapter_dir)
-    name = model or adapter_base(adapter_dir)
-    if manifest.get("kind") in ("full", "merged"):
-        if model is not None:
-            raise UserError(f"{adapter_dir} is a complete model, not an adapter: "
-                            f"pass it as --model {adapter_dir}")
-        return load_model(str(adapter_dir), options)
-    return load_model(name, options, adapter=adapter_dir)
-
-
-def training_load_options(adapter_dir: str | Path) -> LoadOptions:
-    """How the base was loaded for training (4-bit or not): to evaluate exactly that model."""
-    config = read_manifest(adapter_dir).get("config") or {}
-    fields = ("dtype", "load_in_4bit", "quant_type", "double_quant", "compute_dtype")
-    return LoadOptions(**{k: config[k] for k in fields if k in config})
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:

@@ -27,11 +27,11 @@ MERGE_HELP = ("merge the adapter into a full-precision (fp32/bf16) copy of its b
 
 
 def _pairs_parser(sub: argparse._SubParsersAction) -> None:
-    from core.paths import default_store_dir
     from finetune.leakage import DEFAULT_THRESHOLD
 
     p = sub.add_parser("pairs", help="make instruction pairs from a store's articles")
-    p.add_argument("--store", type=Path, default=default_store_dir(), help="store dir")
+    p.add_argument("--store", type=Path,
+                   help="store dir (default: the demo's store, $RAGVSFT_CACHE/stores/sample)")
     p.add_argument("--out", type=Path, required=True, help="pairs JSONL to write")
     p.add_argument("--exclude-questions", type=Path,
                    help="questions JSONL: drop pairs restating any of them (leakage control)")
@@ -71,7 +71,7 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from finetune.formats import FORMATS
+    from models.formats import FORMATS
 
     p = sub.add_parser("train", help="QLoRA fine-tuning with trl's SFTTrainer")
     p.add_argument("--pairs", type=Path, required=True, help="pairs JSONL")
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_pairs(args: argparse.Namespace) -> int:
+    from core.paths import default_store_dir
     from finetune.pairs import PairsConfig, make_pairs
 
     fields = {"val_fraction": args.val_fraction, "seed": args.seed,
@@ -123,8 +124,8 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
     if args.templates:
         fields["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
     fields = {k: v for k, v in fields.items() if v is not None}
-    meta = make_pairs(args.store, args.out, PairsConfig(**fields), args.exclude_questions,
-                      progress=not args.quiet)
+    meta = make_pairs(args.store or default_store_dir(), args.out, PairsConfig(**fields),
+                      args.exclude_questions, progress=not args.quiet)
     _print_counts(args.out, meta)
     return 0
 
@@ -198,7 +199,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from finetune.adapter import adapter_info, load_adapter, read_manifest
+    from finetune.adapter import adapter_info
+    from models.adapters import load_adapter, read_manifest
 
     data = read_manifest(args.adapter) if args.json else adapter_info(args.adapter)
     print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
@@ -216,7 +218,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             head = (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
             print(f"{name:24s} {head.lstrip('# ')}")
     else:
-        from finetune.formats import FORMATS
+        from models.formats import FORMATS
 
         for name, fmt in FORMATS.items():
             print(f"{name:10s} {fmt.description}")

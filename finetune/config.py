@@ -18,7 +18,7 @@ from typing import Any
 
 from core.config import load_config
 from core.errors import UserError
-from models.sources import DEFAULT_GENERATOR
+from models.sources import DEFAULT_GENERATOR, canonical_model_name
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -73,6 +73,8 @@ class TrainConfig:
     torch_threads: int | None = None  # CPU threads for training; None keeps torch's default
 
     def __post_init__(self) -> None:
+        # a bundled model's former name becomes its current one (manifests carry the true name)
+        object.__setattr__(self, "model", canonical_model_name(self.model))
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, "
                             f"not {self.precision!r}")

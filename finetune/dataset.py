@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
-from finetune.formats import Format
 from finetune.records import Pair
+from models.formats import Format
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from core.text import squash
 from finetune.records import Pair
-from finetune.text import clip, squash
+from finetune.text import clip
 from models.generation import Decoding, Generator
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,10 @@ from typing import Any
 
 from core.errors import UserError
 from core.hashing import sha256_file
-from finetune.records import Pair, bad_lines_error, iter_jsonl
-from finetune.text import fold, tokens
+from core.questions import Question, read_questions
+from core.text import fold
+from finetune.records import Pair
+from finetune.text import tokens
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,6 @@ FRAME_PATTERNS = tuple((re.compile(p), f" {token} ") for p, token in FRAMES)
 WORD_MATCH = 0.8  # difflib ratio at which two words count as the same (inflections)
 PREFIX = 4  # index key: the first letters of a word
 STOPWORDS = frozenset(fold(w) for w in STOPWORD_TEXT.split())
-
-
-@dataclass(frozen=True)
-class Question:
-    """An evaluation question as the leakage filter sees it."""
-
-    id: str
-    text: str
 
 
 @dataclass
@@ -120,23 +114,6 @@ def similarity(a: str, b: str) -> float:
     return dice(signature(a), signature(b))
 
 
-def read_questions(path: Path) -> list[Question]:
-    """Questions JSONL (``id`` + ``question``); every bad line reported in one error."""
-    out: list[Question] = []
-    bad: dict[int, str] = {}
-    for number, obj in iter_jsonl(Path(path)):
-        text = obj.get("question") if isinstance(obj, dict) else None
-        if isinstance(text, str) and text.strip():
-            out.append(Question(id=str(obj.get("id", f"line-{number}")), text=obj["question"]))
-        else:
-            bad[number] = str(obj) if isinstance(obj, ValueError) else "no 'question' text"
-    if bad:
-        raise bad_lines_error(Path(path), bad)
-    if not out:
-        raise UserError(f"{path} holds no questions; pass a questions JSONL to --exclude-questions")
-    return out
-
-
 class LeakageFilter:
     """Matches pair instructions against a fixed question set."""
 
@@ -145,7 +122,7 @@ class LeakageFilter:
             raise UserError(f"the leakage threshold must be in (0, 1], not {threshold}")
         self.threshold = threshold
         self.questions = list(questions)
-        self._sigs = [signature(q.text) for q in self.questions]
+        self._sigs = [signature(q.question) for q in self.questions]
         self._index: dict[str, set[int]] = {}
         for i, sig in enumerate(self._sigs):
             for word in sig:
@@ -184,7 +161,8 @@ def find_leaks(pairs: Sequence[Pair], questions_path: Path | None,
     report = LeakageReport(enabled=True, threshold=threshold, questions_path=str(questions_path),
                            questions_sha256=sha256_file(Path(questions_path)),
                            n_questions=len(questions))
-    flags, counts = [], Counter()
+    flags: list[bool] = []
+    counts: Counter[str] = Counter()
     for pair in pairs:
         hit = filt.pair_match(pair)
         flags.append(hit is not None)
@@ -193,7 +171,7 @@ def find_leaks(pairs: Sequence[Pair], questions_path: Path | None,
         counts[hit[0].id] += 1
         if len(report.examples) < max_examples:
             report.examples.append({"instruction": pair.instruction, "question_id": hit[0].id,
-                                    "question": hit[0].text, "similarity": round(hit[1], 3)})
+                                    "question": hit[0].question, "similarity": round(hit[1], 3)})
     report.dropped = sum(counts.values())
     report.by_question = dict(sorted(counts.items()))
     log.info("leakage filter: dropped %d of %d pairs restating %d of %d questions",

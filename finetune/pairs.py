@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from core.config import config_dict
 from core.errors import UserError
+from core.text import fold, squash
 from finetune.genqa import ChunkText, generated_pairs
 from finetune.leakage import DEFAULT_THRESHOLD, find_leaks
 from finetune.records import Pair, split_of, write_meta, write_pairs
 from finetune.templates import TEMPLATES, Limits, PageRecord, page_pairs
-from finetune.text import clip, fold, squash
+from finetune.text import clip
 
 if TYPE_CHECKING:
     from models.generation import Generator
@@ -233,6 +234,6 @@ def pairs_from_store(store: Any, out: Path, config: PairsConfig, questions: Path
 def _generator(config: PairsConfig, progress: bool) -> Generator | None:
     if not config.generator or config.gen_per_chunk <= 0:
         return None
-    from models.generation import make_generator
+    from models.backends import make_generator
 
     return make_generator(config.generator, progress=progress)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.jsonl import iter_jsonl as read_jsonl_lines
 
 SPLITS = ("train", "validation")
 REQUIRED = ("instruction", "output")
@@ -80,18 +81,12 @@ def bad_lines_error(path: Path, bad: dict[int, str], unit: str = "line") -> User
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
-    """(line number, decoded object or the decoding error) for each non-blank line."""
+    """(line number, decoded object or the decoding error) for each non-blank line
+    (``core.jsonl.iter_jsonl``), with one clear error for a missing file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, ValueError(f"not valid JSON ({exc.msg})")
+    yield from read_jsonl_lines(path)
 
 
 def read_pairs(path: Path) -> list[Pair]:

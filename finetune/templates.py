@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.registry import Registry
+from core.text import fold, split_sentences, squash
 from finetune.records import Pair
-from finetune.text import clip, fold, sentences, squash
+from finetune.text import clip
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def entity_kind(page: PageRecord) -> str:
 def is_past(lead: str) -> bool:
     """Whether the lead describes its subject in the past ("foi", "era") rather than "é"."""
     match = TENSE.search(lead[:400])
-    return bool(match) and fold(match.group(1)) in ("foi", "foram", "era", "eram")
+    return match is not None and fold(match.group(1)) in ("foi", "foram", "era", "eram")
 
 
 ARTICLES = ("os", "as", "o", "a")
@@ -140,10 +141,10 @@ def lead_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
 @TEMPLATES.register("summary")
 def summary_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
     """"Resuma o artigo X." answered by the lead's first sentence plus each section's first."""
-    lead = sentences(page.lead)
+    lead = split_sentences(page.lead)
     if not lead:
         return []
-    firsts = [sentences(text)[:1] for name, text in _content_sections(page)]
+    firsts = [split_sentences(text)[:1] for name, text in _content_sections(page)]
     parts = lead[:1] + [s[0] for s in firsts if s][:limits.summary_sections]
     if len(parts) == 1:
         parts = lead[:limits.summary_sentences]

@@ -31,8 +31,8 @@ from core.errors import UserError
 from finetune.adapter import build_manifest, write_manifest
 from finetune.config import TrainConfig
 from finetune.dataset import TruncationStats, build_split
-from finetune.formats import Format, get_format
 from finetune.records import Pair, read_pairs
+from models.formats import Format, get_format
 from models.loading import LoadOptions, load_model
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def keep_4bit_trainable_on_cpu(model: Any) -> int:
         return 0
     changed = 0
     for module in model.modules():
-        if isinstance(module, Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", 0):
+        if isinstance(module, Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
             changed += 1
     return changed

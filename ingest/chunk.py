@@ -10,18 +10,15 @@ a chunk over the model's window is split again, so nothing is silently truncated
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.registry import Registry
+from core.text import split_sentences
 from ingest.clean import CleanPage
 
 EMBED_TEMPLATE = "{title} — {section}: {text}"  # the lead (section "") is "{title}: {text}"
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'«“(\[]?[A-ZÀ-ÖØ-Þ0-9])")
-_ABBREV = re.compile(r"(?:^|\s)(?:[A-ZÀ-Þ]|Sr|Sra|Dr|Dra|Prof|Profa|St|Sto|Sta|Mr|Mrs|Ms|Jr|"
-                     r"Vol|Cap|Art|Gen|Cel|Ten|Pe|Fr|pp?|n\.º|nº|No|cf|ca|c)\.$")
 
 TokenCounter = Callable[[Sequence[str]], list[int]]  # texts -> tokens the model sees for each
 COUNTERS: Registry[Callable[[dict[str, Any]], TokenCounter]] = Registry("token counter")
@@ -110,23 +107,13 @@ def sentence_units(text: str, max_words: int) -> list[_Unit]:
     units: list[_Unit] = []
     for paragraph in text.split("\n"):
         first = True
-        for sentence in _sentences(paragraph):
+        for sentence in split_sentences(paragraph):
             words = sentence.split()
             for i in range(0, len(words), max_words):
                 part = words[i:i + max_words]
                 units.append(_Unit(" ".join(part), len(part), first))
                 first = False
     return units
-
-
-def _sentences(paragraph: str) -> list[str]:
-    out: list[str] = []
-    for piece in _SENTENCE_END.split(paragraph.strip()):
-        if out and _ABBREV.search(out[-1]):
-            out[-1] = f"{out[-1]} {piece}"
-        elif piece:
-            out.append(piece)
-    return out
 
 
 def _join(units: Sequence[_Unit]) -> str:

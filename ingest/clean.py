@@ -9,11 +9,11 @@ section structure (``"Biografia / Juventude"``, ``""`` for the lead); reference-
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import mwparserfromhell
 
+from core.text import fold
 from ingest.markup import (
     apply_tables,
     clean_inline,
@@ -81,12 +81,6 @@ class CleanPage:
     lead: str = ""  # the lead's text without infobox lines (what the pages table keeps)
 
 
-def fold(text: str) -> str:
-    """Lower case without accents (section names compared across spellings)."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
-
-
 def is_disambiguation(title: str, text: str) -> bool:
     """Whether a page is a disambiguation page (its templates, magic word or title)."""
     return bool(_DISAMBIG.search(text) or _DISAMBIG_TITLE.search(title))
@@ -143,7 +137,7 @@ def tidy(text: str) -> str:
 
 def split_sections(text: str, skip: tuple[str, ...] = SKIP_SECTIONS) -> list[tuple[str, str]]:
     """(heading path, tidy text) per section; the lead is ``""``; skipped/empty ones dropped."""
-    skipped = {fold(s) for s in skip}
+    skipped = {fold(s).strip() for s in skip}
     out: list[tuple[str, str]] = []
     stack: list[tuple[int, str]] = []
     heading, last, dropped = "", 0, False
@@ -154,7 +148,7 @@ def split_sections(text: str, skip: tuple[str, ...] = SKIP_SECTIONS) -> list[tup
             stack.pop()
         stack.append((level, name))
         heading = " / ".join(n for _, n in stack)
-        dropped = any(fold(n) in skipped for _, n in stack)
+        dropped = any(fold(n).strip() in skipped for _, n in stack)
         last = match.end()
     _append(out, heading, text[last:], dropped)
     return out

@@ -128,20 +128,34 @@ def cmd_info(args: argparse.Namespace) -> int:
 COMMANDS = {"build": cmd_build, "search": cmd_search, "info": cmd_info}
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's argument parser (the README test parses its examples with it)."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _build_parser(sub)
     _other_parsers(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     return COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``ingest``)."""
+    """Run the ``ingest`` command line in this process (``argv``: default ``sys.argv[1:]``)."""
     return run_cli(_main, argv)
 
 
+def script() -> int:
+    """The ``ingest`` console script: ``main`` in a process of its own, which never loads 4-bit
+    weights, so bitsandbytes is kept out (``models.environment.without_bitsandbytes``)."""
+    from models.environment import without_bitsandbytes
+
+    without_bitsandbytes()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(script())

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import mwxml
@@ -70,7 +70,7 @@ class RawPage:
 class _CountingReader(io.RawIOBase):
     """A raw file that counts and hashes the bytes read (progress/ETA and the source sha256)."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: io.BufferedIOBase) -> None:
         self._fh = fh
         self.position = 0
         self.digest = hashlib.sha256()
@@ -118,7 +118,7 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-DECOMPRESSORS: dict[bytes, Callable[[IO[bytes]], IO[bytes]]] = {
+DECOMPRESSORS: dict[bytes, Callable[[Any], io.BufferedIOBase]] = {
     b"BZh": lambda fh: bz2.BZ2File(fh),  # concatenated (multistream) streams are read through
     b"\x1f\x8b": lambda fh: gzip.GzipFile(fileobj=fh),
 }
@@ -159,7 +159,7 @@ def _fix_head(head: bytes) -> bytes:
     return head
 
 
-def _utf8_blocks(first: bytes, stream: IO[bytes], encoding: str) -> Iterator[bytes]:
+def _utf8_blocks(first: bytes, stream: io.BufferedIOBase, encoding: str) -> Iterator[bytes]:
     """The decompressed stream (``first`` block already read) as UTF-8 blocks, head fixed."""
     blocks = iter(lambda: stream.read(_BLOCK), b"")
     if encoding not in ("utf-8", "utf8", "us-ascii", "ascii", "utf-8-sig"):
@@ -198,7 +198,8 @@ class DumpReader:
         if magic == b"7z\xbc\xaf\x27\x1c":
             raise UserError(f"{self.path} is a 7z archive; use the .xml.bz2 dump (or unpack it)")
         opener = next((f for m, f in DECOMPRESSORS.items() if magic.startswith(m)), None)
-        stream: IO[bytes] = opener(self._raw) if opener else io.BufferedReader(self._raw)
+        stream: io.BufferedIOBase = (opener(self._raw) if opener
+                                     else io.BufferedReader(self._raw))
         encoding = "utf-8"
         try:
             first = stream.read(_BLOCK)

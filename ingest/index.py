@@ -10,9 +10,12 @@ product = cosine.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ AUTO_THRESHOLD = 100_000
 SEED = 1234
 TRAIN_PER_LIST = 40  # training vectors per IVF list (faiss wants at least 39)
 KMEANS_NITER = 10
+IVFDATA = "index.ivfdata"  # an IVF index's inverted lists on disk (--index-on-disk), beside it
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def build_index(plan: IndexPlan, vectors: ShardVectors, progress: bool = True) -
 def apply_search_params(index: faiss.Index, params: str) -> None:
     """Set search-time parameters (``nprobe``, ``efSearch``, ``k_factor``) on a loaded index."""
     if params:
-        faiss.ParameterSpace().set_index_parameters(index, params)
+        faiss.ParameterSpace().set_index_parameters(index, params)  # type: ignore[arg-type]
 
 
 def write_index(index: faiss.Index, path: Path) -> None:
@@ -174,10 +178,9 @@ def write_index(index: faiss.Index, path: Path) -> None:
 
 
 def read_index(path: Path, search_params: str = "") -> faiss.Index:
-    """Load an index and re-apply its search parameters."""
-    if Path(path).with_name("index.ivfdata").is_file():  # --index-on-disk
-        from ingest.ondisk import read_on_disk
-
+    """Load an index (one with on-disk lists too: ``ingest.ondisk``) and re-apply its search
+    parameters."""
+    if Path(path).with_name(IVFDATA).is_file():  # --index-on-disk
         index = read_on_disk(Path(path))
     else:
         index = faiss.read_index(str(path))
@@ -185,8 +188,34 @@ def read_index(path: Path, search_params: str = "") -> faiss.Index:
     return index
 
 
+def read_on_disk(path: Path) -> faiss.Index:
+    """An on-disk index, its lists looked up beside it (the store may have moved)."""
+    with faiss_notes_to_stderr():
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
+@contextlib.contextmanager
+def faiss_notes_to_stderr() -> Iterator[None]:
+    """faiss's C++ code prints notes ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR: ...") on stdout;
+    send them to stderr, so a CLI's stdout (``ingest search --json``) stays clean."""
+    sys.stdout.flush()
+    try:
+        flush = ctypes.CDLL(None).fflush  # C stdio buffers stdout when it is a pipe
+    except (OSError, AttributeError):  # no C runtime to flush (Windows): leave stdout alone
+        yield
+        return
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        flush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def index_bytes_per_vector(path: Path, vectors: int) -> float:
     """Index file size / vectors (what the README's memory table is about; no in-memory copy);
     on-disk inverted lists (``index.ivfdata`` beside it) count too."""
-    files = [Path(path), Path(path).with_name("index.ivfdata")]
+    files = [Path(path), Path(path).with_name(IVFDATA)]
     return sum(f.stat().st_size for f in files if f.is_file()) / max(vectors, 1)

@@ -8,19 +8,15 @@ memory-mapped) into ``OnDiskInvertedLists`` — faiss's recipe (``demo_ondisk_iv
 shard is in memory at a time. The store keeps ``index.faiss`` (quantizer, codec, list offsets)
 beside ``index.ivfdata`` (the codes); ``ingest.index.read_index`` opens it from the store's own
 folder (``IO_FLAG_ONDISK_SAME_DIR``), so a store can be moved, and searches memory-map the lists.
-faiss's C++ notes on stdout are sent to stderr while it reads or writes those lists.
+faiss's C++ notes on stdout are sent to stderr while it reads or writes those lists
+(``ingest.index.faiss_notes_to_stderr``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -29,11 +25,17 @@ from faiss.contrib.ondisk import merge_ondisk
 from tqdm.auto import tqdm
 
 from core.errors import UserError
-from ingest.index import IndexPlan, ShardVectors, apply_search_params, new_index, write_index
+from ingest.index import (
+    IVFDATA,
+    IndexPlan,
+    ShardVectors,
+    apply_search_params,
+    faiss_notes_to_stderr,
+    new_index,
+    write_index,
+)
 
 log = logging.getLogger(__name__)
-
-IVFDATA = "index.ivfdata"
 
 
 def check_on_disk(plan: IndexPlan, dim: int) -> None:
@@ -68,32 +70,6 @@ def build_index_on_disk(plan: IndexPlan, vectors: ShardVectors, path: Path,
         shutil.rmtree(scratch, ignore_errors=True)
     apply_search_params(index, plan.search_params)
     return index
-
-
-def read_on_disk(path: Path) -> faiss.Index:
-    """An on-disk index, its lists looked up beside it (the store may have moved)."""
-    with faiss_notes_to_stderr():
-        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
-
-
-@contextlib.contextmanager
-def faiss_notes_to_stderr() -> Iterator[None]:
-    """faiss's C++ code prints notes ("resizing ...", "IO_FLAG_ONDISK_SAME_DIR: ...") on stdout;
-    send them to stderr, so a CLI's stdout (``ingest search --json``) stays clean."""
-    sys.stdout.flush()
-    try:
-        flush = ctypes.CDLL(None).fflush  # C stdio buffers stdout when it is a pipe
-    except (OSError, AttributeError):  # no C runtime to flush (Windows): leave stdout alone
-        yield
-        return
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        flush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _shard_indexes(trained: faiss.Index, vectors: ShardVectors, folder: Path,

@@ -29,15 +29,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tqdm.auto import tqdm
 
 from core.errors import UserError
-from ingest.build import Block, PageResult, _Builder
+from ingest.builder import Builder
 from ingest.dump import DumpError, DumpReader
 from ingest.embedding import LOCAL_EMBEDDERS, EmbedderLike, counter_spec
 from ingest.finish import finish_store
+from ingest.pages import Block, PageResult
 from ingest.ray_stages import (
     DONE,
     END,
@@ -150,15 +151,16 @@ def data_context(ray: Any, progress: bool) -> Iterator[None]:
          ctx.enable_progress_bars) = saved
 
 
-class RayBuilder(_Builder):
+class RayBuilder(Builder):
     """A build whose reading, cleaning, chunking and embedding run in Ray; the store is written
     here, block by block, exactly as the local engine writes it."""
 
     def __init__(self, dump: Path, store: Path, config: Any, embedder: EmbedderLike | None,
                  progress: bool) -> None:
         self.injected = embedder  # shipped to the actors as is (tests, custom embedders)
-        super().__init__(dump.resolve(), store, config,
-                         embedder or driver_embedder(config.embedder), progress)
+        # the driver never encodes: an InfoOnly carries all the builder reads (info, counter)
+        driver = cast(EmbedderLike, embedder or driver_embedder(config.embedder))
+        super().__init__(dump.resolve(), store, config, driver, progress)
 
     def run(self) -> None:
         with DumpReader(self.dump) as reader:

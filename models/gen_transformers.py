@@ -18,12 +18,11 @@ from tqdm.auto import tqdm
 from core.errors import UserError
 from core.registry import Registry
 from models.generation import Decoding, Generation, Prompt, apply_stop
+from models.loading import context_window_of
 
 log = logging.getLogger(__name__)
 
 CONTRASTIVE_REPO = "transformers-community/contrastive-search"
-MAX_CONTEXT = 32768  # cap for configs that advertise huge windows (RoPE scaling)
-DEFAULT_CONTEXT = 2048
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 StrategyFn = Callable[[Decoding, "TransformersGenerator"], dict[str, Any]]
@@ -91,11 +90,8 @@ class TransformersGenerator:
 
     @property
     def context_window(self) -> int:
-        """``max_position_embeddings`` (capped at MAX_CONTEXT), or the tokenizer's limit."""
-        limits = [getattr(self.model.config, "max_position_embeddings", None),
-                  getattr(self.tokenizer, "model_max_length", None)]
-        valid = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10**7]
-        return min(valid + [MAX_CONTEXT]) if valid else DEFAULT_CONTEXT
+        """``models.loading.context_window_of`` the model's config and the tokenizer."""
+        return context_window_of(self.model.config, self.tokenizer)
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` without special tokens."""
@@ -115,7 +111,7 @@ class TransformersGenerator:
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Summed log-prob of each continuation given its context (lm-eval's recipe)."""
-        pairs = [self._encode_pair(ctx, cont) for ctx, cont in requests]
+        pairs = [self.encode_pair(ctx, cont) for ctx, cont in requests]
         rows = [(ctx + cont)[-self.context_window:] for ctx, cont in pairs]
         scores: list[float] = [0.0] * len(rows)
         for batch in self._batches(rows, "scoring"):
@@ -224,8 +220,9 @@ class TransformersGenerator:
 
     # --- scoring -------------------------------------------------------------------------
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-eval's split: trailing context spaces move to the continuation; whole is encoded."""
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) by lm-eval's split: trailing context spaces move to
+        the continuation, the whole is encoded once, the context gets the BOS prefix."""
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
@@ -234,6 +231,43 @@ class TransformersGenerator:
         ctx = encode(context, add_special_tokens=False)["input_ids"]
         prefix = list(self._prefix) or [self.tokenizer.eos_token_id]
         return prefix + ctx, whole[len(ctx):]
+
+    def grouped_loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """``loglikelihood`` with lm-eval's one-token shortcut: the requests that share a context
+        and continue it by ONE token (multiple-choice letters) are scored from a single forward
+        pass over that context; the others go through ``loglikelihood``. Same numbers, a quarter
+        of the work for 4 options."""
+        pairs = [self.encode_pair(c, x) for c, x in requests]
+        single: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        rest = []
+        for i, (ctx, cont) in enumerate(pairs):
+            if len(cont) == 1 and len(ctx) < self.context_window:
+                single.setdefault(tuple(ctx), []).append((i, cont[0]))
+            else:
+                rest.append(i)
+        scores = [0.0] * len(requests)
+        contexts = list(single)
+        for start in range(0, len(contexts), self.batch_size):
+            batch = contexts[start:start + self.batch_size]
+            for key, logp in zip(batch, self.next_token_logprobs(batch), strict=True):
+                for i, token in single[key]:
+                    scores[i] = float(logp[token])
+        if rest:
+            values = self.loglikelihood([requests[i] for i in rest])
+            for i, value in zip(rest, values, strict=True):
+                scores[i] = value
+        return scores
+
+    def next_token_logprobs(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Log-probs [rows, vocab] of the token after each row of ids (rows left-padded into one
+        batch; only the last position's logits are computed when the model allows it)."""
+        input_ids, mask = self._pad_left(rows)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = {"logits_to_keep": 1} if takes_logits_to_keep(self.model) else {}
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids, attention_mask=mask,
+                                position_ids=positions, **keep).logits[:, -1]
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def _continuation_logprobs(self, rows: list[list[int]], n_cont: list[int]) -> list[float]:
         input_ids, mask = self._pad_left(rows)
@@ -248,7 +282,7 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, last
                    ) -> torch.Tensor:
     """Log-probs [rows, last] of each row's last ``last`` tokens given the tokens before them."""
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    keep = {"logits_to_keep": last + 1} if _takes_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": last + 1} if takes_logits_to_keep(model) else {}
     with torch.inference_mode():
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                        **keep).logits[:, -(last + 1):]
@@ -257,7 +291,7 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, mask: torch.Tensor, last
     return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def _takes_logits_to_keep(model: Any) -> bool:
+def takes_logits_to_keep(model: Any) -> bool:
     """Whether the (peft-unwrapped) model can skip the logits it is not asked for."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
@@ -267,8 +301,9 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """Every id that ends a reply: generation config, tokenizer eos, chat end-of-turn tokens."""
     ids: list[int] = []
     configured = getattr(model.generation_config, "eos_token_id", None)
-    ids += configured if isinstance(configured, list) else [configured]
-    ids.append(tokenizer.eos_token_id)
+    candidates = [*(configured if isinstance(configured, list) else [configured]),
+                  tokenizer.eos_token_id]
+    ids += [int(i) for i in candidates if i is not None]
     vocab = tokenizer.get_vocab()
     ids += [vocab[t] for t in END_OF_TURN if t in vocab and t in tokenizer.all_special_tokens
             + list(getattr(tokenizer, "added_tokens_encoder", {}))]

@@ -1,8 +1,9 @@
-"""One generation interface, two backends: in-process transformers and an OpenAI-compatible server.
+"""One generation interface: the ``Generator`` protocol, its prompts, decodings and answers.
 
-``make_generator`` picks the backend: a ``base_url`` means a server (vLLM, TGI, llama.cpp server,
-Ollama), otherwise the model is loaded in-process. The backends live in ``gen_transformers`` and
-``gen_openai`` and are imported lazily, so importing this module costs no torch import.
+Two backends implement it: in-process transformers (``models.gen_transformers``) and an
+OpenAI-compatible server (``models.gen_openai``); ``models.backends.make_generator`` picks one.
+This module holds only the shared types, so every backend (and every caller) imports it and it
+imports none of them.
 """
 
 from __future__ import annotations
@@ -10,15 +11,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from core.errors import UserError
-from models.loading import LoadOptions
-
-if TYPE_CHECKING:
-    from models.gen_openai import OpenAIGenerator
-    from models.gen_transformers import TransformersGenerator
 
 Prompt = str | list[dict[str, str]]
 STRATEGIES = ("greedy", "sample", "beam", "contrastive", "best_of_n")
@@ -96,38 +91,4 @@ def apply_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def make_generator(model: str, adapter: str | Path | None = None,
-                   options: LoadOptions = LoadOptions(), batch_size: int = 8,
-                   base_url: str | None = None, progress: bool = True) -> Generator:
-    """A server client when ``base_url`` is given, else ``model`` loaded in-process."""
-    if base_url:
-        from models.gen_openai import OpenAIGenerator
-
-        if adapter is not None:  # vLLM serves each LoRA under its own model name
-            raise UserError("with --base-url, pass the adapter's served name as the model "
-                            "(vLLM --lora-modules NAME=PATH) instead of an adapter path")
-        return OpenAIGenerator(base_url, model, max_concurrency=batch_size, progress=progress)
-    from models.gen_transformers import TransformersGenerator
-    from models.loading import load_model
-
-    hf_model, tokenizer = load_model(model, options, adapter)
-    label = model if adapter is None else f"{model}+{Path(adapter).name}"
-    return TransformersGenerator(hf_model, tokenizer, batch_size=batch_size, name=label,
-                                 progress=progress, trust_remote_code=options.trust_remote_code)
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy access to the backend classes (keeps torch out of a plain import)."""
-    if name == "TransformersGenerator":
-        from models.gen_transformers import TransformersGenerator
-
-        return TransformersGenerator
-    if name == "OpenAIGenerator":
-        from models.gen_openai import OpenAIGenerator
-
-        return OpenAIGenerator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["STRATEGIES", "Decoding", "Generation", "Generator", "OpenAIGenerator", "Prompt",
-           "TransformersGenerator", "apply_stop", "make_generator"]
+__all__ = ["STRATEGIES", "Decoding", "Generation", "Generator", "Prompt", "apply_stop"]

@@ -18,33 +18,20 @@ from core.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch
+    from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from models.sources import ModelRef
 
 log = logging.getLogger(__name__)
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 SMALL_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken")
 FINGERPRINT_CACHE = ".ragvsft-fingerprint.json"
 NOT_HASHED = frozenset({FINGERPRINT_CACHE, "ragvsft.json"})  # ours, and bundled's build marker
-
-
-def ensure_offline() -> None:
-    """Default the hub to offline (a user may still export ``HF_HUB_OFFLINE=0`` on purpose)."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    try:  # huggingface_hub reads the variable once, at import time
-        import huggingface_hub.constants as hf_constants
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return
-    offline = os.environ["HF_HUB_OFFLINE"].strip().lower() in {"1", "true", "yes", "on"}
-    hf_constants.HF_HUB_OFFLINE = offline
-
-
-ensure_offline()
+MAX_CONTEXT = 32768  # cap for configs that advertise huge windows (RoPE scaling)
+DEFAULT_CONTEXT = 2048  # for a model whose config and tokenizer name no window
 
 
 @dataclass(frozen=True)
@@ -61,11 +48,15 @@ class LoadOptions:
     quant_storage: str | None = None  # 4-bit storage dtype (FSDP: the compute dtype)
 
 
-def resolve(name: str) -> ModelRef:
-    """The ``ModelRef`` of a generator (bundled name, local folder or hub id); builds bundled."""
+def resolve(name: str | Path | ModelRef) -> ModelRef:
+    """The ``ModelRef`` of a generator (bundled name, local folder or hub id); builds bundled.
+    An already resolved ``ModelRef`` is returned as it is (resolve a model once, pass the ref)."""
     from models.bundled import BUNDLED
-    from models.sources import resolve_model
+    from models.sources import ModelRef, resolve_model
 
+    if isinstance(name, ModelRef):
+        return name
+    name = str(name)
     if name in BUNDLED and BUNDLED.get(name).kind != "generator":
         raise UserError(f"{name!r} is a bundled {BUNDLED.get(name).kind}, not a generator; pass a "
                         "generator as --model (see `models list`)")
@@ -85,14 +76,12 @@ def torch_dtype(name: str) -> torch.dtype:
     return torch.float32
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str | Path | ModelRef, trust_remote_code: bool = False
+                   ) -> PreTrainedTokenizerBase:
     """The model's tokenizer, left-padded for batched generation, with a pad token (eos if none)."""
-    return _tokenizer_at(resolve(name), trust_remote_code)
-
-
-def _tokenizer_at(ref: ModelRef, trust_remote_code: bool) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    ref = resolve(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             ref.location, trust_remote_code=trust_remote_code, **_local_kwargs(ref))
@@ -107,15 +96,18 @@ def _tokenizer_at(ref: ModelRef, trust_remote_code: bool) -> PreTrainedTokenizer
     return tokenizer
 
 
-def load_model(name: str, options: LoadOptions = LoadOptions(),
-               adapter: str | Path | None = None
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load ``name`` (bundled, local or hub) in eval mode, with an optional LoRA adapter."""
+def load_model(name: str | Path | ModelRef, options: LoadOptions = LoadOptions(),
+               adapter: str | Path | None = None,
+               tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> tuple[Any, PreTrainedTokenizerBase]:
+    """Load ``name`` (bundled, local or hub, or its ``ModelRef``) in eval mode, with an optional
+    LoRA adapter (then a ``PeftModel``); a ``tokenizer`` already loaded for it is used instead of
+    loading another."""
     ref = resolve(name)
-    tokenizer = _tokenizer_at(ref, options.trust_remote_code)
-    model = _model_at(ref, options)
-    if adapter is not None:
-        model = attach_adapter(model, ref, adapter)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(ref, options.trust_remote_code)
+    base = _model_at(ref, options)
+    model: Any = base if adapter is None else attach_adapter(base, ref, adapter)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
@@ -139,7 +131,7 @@ def _model_kwargs(options: LoadOptions) -> dict[str, Any]:
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(options.dtype),
                               "trust_remote_code": options.trust_remote_code}
-    device_map = options.device_map
+    device_map: str | dict[str, int] | None = options.device_map
     if device_map is None and torch.cuda.is_available():
         device_map = default_device_map()
     if device_map is not None:
@@ -180,7 +172,11 @@ def quantization_config(options: LoadOptions) -> Any:
 
 
 def _local_kwargs(ref: ModelRef) -> dict[str, Any]:
-    return {"local_files_only": True} if ref.kind != "hub" else {}
+    """Local files only, for a hub id too unless the user set ``HF_HUB_OFFLINE=0`` on purpose
+    (library calls stay offline without the CLI's ``core.cli.offline_environment``)."""
+    from models.sources import hub_offline
+
+    return {"local_files_only": True} if ref.kind != "hub" or hub_offline() else {}
 
 
 def _load_failure(ref: ModelRef, what: str, exc: Exception) -> str:
@@ -195,7 +191,7 @@ def _load_failure(ref: ModelRef, what: str, exc: Exception) -> str:
 # --- LoRA adapters -------------------------------------------------------------------------
 
 
-def attach_adapter(model: PreTrainedModel, ref: ModelRef, adapter: str | Path) -> PreTrainedModel:
+def attach_adapter(model: PreTrainedModel, ref: ModelRef, adapter: str | Path) -> PeftModel:
     """Wrap ``model`` with the peft adapter in folder ``adapter`` after checking its base model."""
     from peft import PeftModel
 
@@ -248,12 +244,16 @@ def adapter_base_claims(folder: Path) -> dict[str, str]:
 
 
 def _identities(name: str) -> set[str]:
-    """Spellings under which a model may be recorded: as given, resolved path, last component."""
+    """Spellings under which a model may be recorded: as given, resolved path, last component,
+    and a bundled model's current name for a former one (adapters trained before a rename)."""
+    from models.bundled import BUNDLED
+
     text = str(name).strip().rstrip("/")
     out = {text.lower(), Path(text).name.lower()}
     path = Path(text).expanduser()
     if path.exists():
         out.add(str(path.resolve()).lower())
+    out |= {BUNDLED.aliases[s] for s in out if s in BUNDLED.aliases}
     return {s for s in out if s}
 
 
@@ -267,10 +267,35 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+# --- model facts without the weights ----------------------------------------------------
+
+
+def model_config(name: str | Path | ModelRef, trust_remote_code: bool = False) -> Any:
+    """The model's transformers config (``config.json`` only: no weights are read)."""
+    from transformers import AutoConfig
+
+    ref = resolve(name)
+    try:
+        return AutoConfig.from_pretrained(ref.location, trust_remote_code=trust_remote_code,
+                                          **_local_kwargs(ref))
+    except (OSError, ValueError) as exc:
+        raise UserError(_load_failure(ref, "config", exc)) from exc
+
+
+def context_window_of(config: Any, tokenizer: Any) -> int:
+    """Most tokens the model takes: the smaller of its config's ``max_position_embeddings`` and
+    the tokenizer's ``model_max_length`` (capped at ``MAX_CONTEXT``), else ``DEFAULT_CONTEXT``
+    when neither says."""
+    limits = [getattr(config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    valid = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10**7]
+    return min(valid + [MAX_CONTEXT]) if valid else DEFAULT_CONTEXT
+
+
 # --- fingerprints --------------------------------------------------------------------------
 
 
-def model_fingerprint(name: str) -> str:
+def model_fingerprint(name: str | Path | ModelRef) -> str:
     """Stable sha256 of the resolved model's config, tokenizer and weights (hub: id@revision)."""
     return model_fingerprint_of(resolve(name))
 

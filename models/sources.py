@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import models.bundled_embedders  # noqa: F401  (registers the bundled embedders in BUNDLED)
 from core.errors import UserError
 from core.hashing import sha256_file
 from core.paths import models_dir
 from core.registry import Registry
 from models import bundled
 from models.bundled import BUNDLED, build_atomically, build_marker, materialized_dir
+from models.bundled_embedders import register_bundled_embedders
 
-DEFAULT_GENERATOR = "qwen2.5-0.5b-instruct"
+DEFAULT_GENERATOR = "qwen2.5-coder-0.5b-instruct"
 TEST_GENERATOR = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "multilingual-e5-small"
 
@@ -36,7 +36,7 @@ _FALSY = {"0", "false", "no", "off"}
 class ModelRef:
     """A resolved model: what the user passed, where it came from, where to load it from."""
 
-    name: str  # what the user passed (--model)
+    name: str  # what the user passed (--model); a bundled model's current name
     kind: str  # "bundled" | "local" | "hub"
     location: str  # local folder (bundled: its materialized safetensors folder) or hub id
 
@@ -72,6 +72,13 @@ def resolve_model(name: str, materialize: bool = True) -> ModelRef:
     raise UserError(unknown_model_message(name))
 
 
+def canonical_model_name(name: str) -> str:
+    """The name to record for ``name``: a bundled model's current name for a former one (with
+    a deprecation warning), anything else unchanged. Configs call it, so that manifests and
+    reports carry the true name."""
+    return BUNDLED.canonical(str(name).strip())
+
+
 def unknown_model_message(name: str) -> str:
     """The "unknown model; did you mean ...?" sentence over the bundled names."""
     close = difflib.get_close_matches(name.lower(), BUNDLED.names(), n=3, cutoff=0.6)
@@ -91,9 +98,10 @@ class BundledSource:
         return name in BUNDLED
 
     def resolve(self, name: str, materialize: bool) -> ModelRef:
-        """The materialized folder (built now when ``materialize``)."""
-        folder = bundled.materialize(name) if materialize else materialized_dir(BUNDLED.get(name))
-        return ModelRef(name=name, kind="bundled", location=str(folder))
+        """The materialized folder (built now when ``materialize``), under the current name."""
+        m = BUNDLED.get(name)
+        folder = bundled.materialize(m.name) if materialize else materialized_dir(m)
+        return ModelRef(name=m.name, kind="bundled", location=str(folder))
 
 
 def looks_like_path(name: str) -> bool:
@@ -181,3 +189,4 @@ class HubSource:
 SOURCES.add("bundled", BundledSource())
 SOURCES.add("local", LocalSource())
 SOURCES.add("hub", HubSource())
+register_bundled_embedders(BUNDLED)  # the bundled generators are added in models.bundled

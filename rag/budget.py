@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from core.errors import UserError
+from core.text import split_sentences
 from rag.passages import Passage
 from rag.prompts import CONTEXT_SEPARATOR, format_passage, render_prompt
-from rag.text import split_sentences
 
 CHAT_TOKENS_PER_MESSAGE = 8
 SAFETY_TOKENS = 16
@@ -92,7 +92,7 @@ def truncate_passage(passage: Passage, budget: int, count: Counter, lang: str = 
     def fits(text: str) -> bool:
         return count(format_passage(1, replace(passage, text=text), lang, template)) <= budget
 
-    sentences = split_sentences(passage.text)
+    sentences = split_sentences(passage.text, keep_whitespace=True)
     n = _longest(len(sentences), lambda m: fits("".join(sentences[:m]).rstrip()))
     if n:
         return replace(passage, text="".join(sentences[:n]).rstrip())

@@ -6,8 +6,11 @@
     rag eval-retrieval data/questions/brazil_history.jsonl --retrievers dense,bm25,hybrid
 
 ``ask`` prints the answer, then the numbered sources (title, section, score); ``--json`` prints
-one JSON object per question instead. ``eval-retrieval`` prints hit@k, recall@k and MRR per
-retriever (``--json`` for scripts). ``k`` above the store's chunk count is clamped (warned).
+one JSON object per question instead, with the prompt exactly as sent to the model. With
+``--adapter`` the prompt is rendered in the prompt format the adapter was trained on (recorded in
+its manifest), as compare's ``rag+finetuned`` system sends it. ``eval-retrieval`` prints hit@k,
+recall@k and MRR per retriever (``--json`` for scripts). ``k`` above the store's chunk count is
+clamped (warned).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 
 from core.cli import add_common_flags, run_cli, setup_logging
 from core.config import load_config
+from core.questions import read_questions
 from models.sources import DEFAULT_GENERATOR
-from rag.evaluation import evaluate_retrievers, format_table, read_questions
+from rag.evaluation import evaluate_retrievers, format_table
 from rag.passages import DEDUP_MODES
 from rag.pipeline import RagAnswer, RagConfig, RagPipeline, open_rag_store
 from rag.retrievers import RETRIEVERS
@@ -29,7 +33,8 @@ from rag.retrievers import RETRIEVERS
 SOURCES_LABEL = {"pt": "Fontes", "en": "Sources"}
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's argument parser (the README test parses its examples with it)."""
     p = argparse.ArgumentParser(prog="rag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -38,10 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--config", type=Path, help="RagConfig YAML (flags override it)")
     _store_flags(ask)
     ask.add_argument("--model", help=f"generator (default {DEFAULT_GENERATOR})")
-    ask.add_argument("--adapter", help="LoRA adapter dir (the RAG + fine-tuned system)")
+    ask.add_argument("--adapter", help="LoRA adapter dir (the RAG + fine-tuned system; "
+                     "prompts take its trained format)")
     ask.add_argument("--retriever", choices=RETRIEVERS.names())
     ask.add_argument("--lang", help="answer language: auto (the question's), pt or en")
-    ask.add_argument("--template", help="prompt template name or YAML path (default: default)")
+    ask.add_argument("--template", help="prompt template: default, short (compare's short "
+                     "answers) or another name in rag/templates, or a YAML path")
     ask.add_argument("--max-new-tokens", type=int)
     ask.add_argument("--context-tokens", type=int, help="cap on the context's tokens")
     ask.add_argument("--reranker", help="local cross-encoder folder (optional)")
@@ -116,7 +123,7 @@ COMMANDS = {"ask": cmd_ask, "eval-retrieval": cmd_eval_retrieval}
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     return COMMANDS[args.cmd](args)
 

@@ -4,82 +4,28 @@ Per question, with the top-``k`` passages (one per page by default) and the ques
 ``gold_titles`` (redirect aliases resolved to their targets, MediaWiki first-letter case):
 hit@k = 1 if any gold page is retrieved; recall@k = the fraction of gold pages retrieved;
 MRR = 1 / rank of the first gold page (0 when none is in the top ``k``). Each is averaged over
-the questions that have gold titles. The questions JSONL is read here (rag does not import
-compare): one object a line with ``id``, ``question`` and ``gold_titles``.
+the questions that have gold titles. The questions come from ``core.questions.read_questions``
+(the one questions JSONL contract); those without ``gold_titles`` are left out.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from core.errors import UserError
+from core.questions import Question
 from rag.lexical import LexicalIndex
 from rag.passages import StoreLike
 from rag.retrievers import Retriever, make_retriever
 
 log = logging.getLogger(__name__)
 
-MAX_LISTED_ERRORS = 20
 BATCH = 32
-
-
-@dataclass(frozen=True)
-class EvalQuestion:
-    """A question with the titles of the pages that answer it."""
-
-    id: str
-    question: str
-    gold_titles: tuple[str, ...]
-
-
-def read_questions(path: str | Path) -> list[EvalQuestion]:
-    """Every question of a JSONL file; one ``UserError`` listing every bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"questions file {path} does not exist")
-    questions, errors = [], []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                questions.append(_parse(line))
-            except ValueError as exc:
-                errors.append(f"line {number}: {exc}")
-    if errors:
-        more = len(errors) - MAX_LISTED_ERRORS
-        listed = "; ".join(errors[:MAX_LISTED_ERRORS]) + (f"; and {more} more" if more > 0 else "")
-        raise UserError(f"{path}: {len(errors)} bad line(s) — {listed}. Each line must be a JSON "
-                        "object with id, question and gold_titles (a list of page titles)")
-    if not questions:
-        raise UserError(f"{path} holds no questions")
-    return questions
-
-
-def _parse(line: str) -> EvalQuestion:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
-    qid, question, gold = obj.get("id"), obj.get("question"), obj.get("gold_titles", [])
-    if not isinstance(qid, (str, int)) or isinstance(qid, bool) or str(qid).strip() == "":
-        raise ValueError("missing or empty 'id'")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("missing or empty 'question'")
-    if gold is None:
-        gold = []
-    if not isinstance(gold, list) or not all(isinstance(t, str) and t.strip() for t in gold):
-        raise ValueError("'gold_titles' must be a list of non-empty strings")
-    return EvalQuestion(str(qid), question.strip(), tuple(t.strip() for t in gold))
 
 
 def normalize_title(title: str) -> str:
@@ -125,7 +71,7 @@ class RetrievalReport:
         return asdict(self)
 
 
-def evaluate(retriever: Retriever, questions: Sequence[EvalQuestion], k: int,
+def evaluate(retriever: Retriever, questions: Sequence[Question], k: int,
              aliases: Mapping[str, str], progress: bool = True) -> RetrievalReport:
     """hit@k, recall@k and MRR of ``retriever`` over the questions that have gold titles."""
     scored = [q for q in questions if q.gold_titles]
@@ -147,7 +93,7 @@ def evaluate(retriever: Retriever, questions: Sequence[EvalQuestion], k: int,
                            rows)
 
 
-def evaluate_retrievers(store: StoreLike, questions: Sequence[EvalQuestion],
+def evaluate_retrievers(store: StoreLike, questions: Sequence[Question],
                         names: Sequence[str], k: int = 5, progress: bool = True,
                         **opts: Any) -> list[RetrievalReport]:
     """``evaluate`` for each named retriever over the same questions."""
@@ -169,7 +115,7 @@ def evaluate_retrievers(store: StoreLike, questions: Sequence[EvalQuestion],
     return reports
 
 
-def missing_gold_titles(questions: Sequence[EvalQuestion], titles: set[str],
+def missing_gold_titles(questions: Sequence[Question], titles: set[str],
                         aliases: Mapping[str, str]) -> list[str]:
     """Gold titles (after redirects) that are no page of the store: no retriever can find them."""
     norm = {normalize_title(a): t for a, t in aliases.items()}

@@ -1,30 +1,19 @@
 """The language of a question, among the languages a prompt template offers.
 
 ``detect_language("Who was Tiradentes?", ("pt", "en"))`` -> ``"en"``. Questions of at least
-``MIN_WORDS`` words go to py3langid restricted to the candidate languages; shorter ones (where
-character n-gram models guess poorly) use ``rag.text.guess_language``'s stopword count, which
-falls back to the first candidate on a tie.
+``MIN_WORDS`` words go to py3langid restricted to the candidate languages
+(``core.text.identify_language``); shorter ones (where character n-gram models guess poorly) use
+``rag.text.guess_language``'s stopword count, which falls back to the first candidate on a tie.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
-from typing import Any
 
+from core.text import identify_language
 from rag.text import guess_language, words
 
 MIN_WORDS = 4
-
-
-@lru_cache(maxsize=8)
-def _identifier(languages: tuple[str, ...]) -> Any:
-    """A py3langid identifier restricted to ``languages`` (its model is npz, no pickle)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    ident.set_languages(list(languages))
-    return ident
 
 
 def detect_language(text: str, languages: Sequence[str] = ("pt", "en")) -> str:
@@ -37,4 +26,4 @@ def detect_language(text: str, languages: Sequence[str] = ("pt", "en")) -> str:
     if len(words(text)) < MIN_WORDS:
         guess = guess_language(text, default=langs[0])
         return guess if guess in langs else langs[0]
-    return str(_identifier(langs).classify(text)[0])
+    return identify_language(text, langs)

@@ -1,14 +1,17 @@
 """LangChain over a store: a ``BaseRetriever`` and a ready ``retriever | prompt | model | parser``.
 
     from rag.langchain import StoreRetriever, make_chain
-    retriever = StoreRetriever.from_store(store, "hybrid", k=5)
+    retriever = StoreRetriever.from_store("stores/sample", "hybrid", k=5)  # a path or a store
     retriever.invoke("Quem foi Tiradentes?")          # Documents (title, section, chunk_id, score)
     chain = make_chain(retriever, generator)          # generator: models.generation.Generator
     chain.invoke("Quem foi Tiradentes?")              # the answer text
     make_chain(retriever, generator, with_sources=True).invoke(q)  # {"question","docs","answer"}
+    make_chain(None, RagPipeline.from_config(cfg))    # a whole pipeline: its retriever, prompt
+                                                      # set, budget and adapter format
 
-Only ``langchain-core`` is used. The prompt is rag's own template (``rag.prompts``) with the
-passages fitted to the model's window (``rag.budget``), so answers match ``rag ask``.
+Only ``langchain-core`` is used. The prompt step is ``rag.pipeline.RagPipeline.build``: rag's own
+template (``rag.prompts``) with the passages fitted to the model's window (``rag.budget``), in an
+adapter's prompt format when the pipeline has one, so answers match ``rag ask``.
 ``GeneratorRunnable`` adapts any ``Generator`` to a LangChain ``Runnable`` whose ``batch``
 makes one batched ``generate`` call. Retrieval is serialised by a lock: LangChain runs chain
 branches in worker threads, and a store's index and embedder are not meant to be shared
@@ -17,15 +20,17 @@ between threads at once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompt_values import ChatPromptValue, PromptValue
+from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import (
     Runnable,
@@ -36,9 +41,9 @@ from langchain_core.runnables import (
 )
 from pydantic import ConfigDict, PrivateAttr
 
-from models.generation import Decoding, Generator
-from rag.budget import context_budget, fit_passages
-from rag.passages import Passage, StoreLike
+from models.generation import Decoding, Generator, Prompt
+from rag.passages import Passage, StoreLike, open_store
+from rag.pipeline import RagConfig, RagPipeline
 from rag.prompts import render_prompt, resolve_lang
 from rag.retrievers import Retriever, make_retriever
 
@@ -76,8 +81,12 @@ class StoreRetriever(BaseRetriever):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
-    def from_store(cls, store: StoreLike, name: str = "hybrid", **opts: Any) -> StoreRetriever:
-        """Build the named rag retriever over ``store`` (``opts`` as for ``make_retriever``)."""
+    def from_store(cls, store: StoreLike | str | Path, name: str = "hybrid", **opts: Any
+                   ) -> StoreRetriever:
+        """Build the named rag retriever over ``store`` (an opened store or a store dir;
+        ``opts`` as for ``make_retriever``)."""
+        if isinstance(store, (str, Path)):
+            store = open_store(store)
         return cls(retriever=make_retriever(name, store, **opts))
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun
@@ -102,6 +111,14 @@ def to_chat(value: PromptValue | str | Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
+def to_prompt(value: PromptValue | str | Sequence[Any]) -> Prompt:
+    """What a generator receives: a string prompt value's text as it is (an adapter's text
+    format), anything else as chat messages (``to_chat``)."""
+    if isinstance(value, StringPromptValue):
+        return value.text
+    return to_chat(value)
+
+
 class GeneratorRunnable(Runnable[Any, AIMessage]):
     """A ``models.generation.Generator`` as a LangChain runnable (chat in, ``AIMessage`` out)."""
 
@@ -118,7 +135,7 @@ class GeneratorRunnable(Runnable[Any, AIMessage]):
         """All inputs in one batched ``generate`` call."""
         if not inputs:
             return []
-        gens = self.generator.generate([to_chat(x) for x in inputs], self.decoding)
+        gens = self.generator.generate([to_prompt(x) for x in inputs], self.decoding)
         return [AIMessage(content=g.text.strip(),
                           response_metadata={"prompt_tokens": g.prompt_tokens,
                                              "completion_tokens": g.completion_tokens,
@@ -126,36 +143,71 @@ class GeneratorRunnable(Runnable[Any, AIMessage]):
                 for g in gens]
 
 
-def make_prompt(generator: Generator | None = None, lang: str = "auto",
+def make_prompt(generator: Generator | RagPipeline | None = None, lang: str = "auto",
                 template: str = "default", max_new_tokens: int = 128) -> Runnable:
-    """``{"question", "docs"}`` -> the rag chat prompt, docs fitted to the generator's window."""
-    def build(inputs: dict[str, Any]) -> ChatPromptValue:
+    """``{"question", "docs"}`` -> the rag prompt, docs fitted to the generator's window: the
+    pipeline's ``build`` (chat messages, or an adapter's text format as a string prompt). With
+    a bare ``generator`` the pipeline is one over it with ``lang`` and ``template``; without any,
+    the docs are not fitted."""
+    pipeline = (generator if isinstance(generator, RagPipeline) or generator is None
+                else RagPipeline(None, generator, RagConfig(lang=lang, template=template,
+                                                            progress=False)))
+
+    def build(inputs: dict[str, Any]) -> PromptValue:
         question = inputs["question"]
         passages = [document_to_passage(d) for d in inputs["docs"]]
-        language = resolve_lang(question, lang, template)
-        if generator is not None:
-            budget = context_budget(question, generator.count_tokens, generator.context_window,
-                                    max_new_tokens, language, template)
-            passages = fit_passages(passages, budget, generator.count_tokens, language,
-                                    template).passages
-        messages = render_prompt(question, passages, language, template)
+        if pipeline is None:
+            prompt: Prompt = render_prompt(question, passages,
+                                           resolve_lang(question, lang, template), template)
+        else:
+            [built] = pipeline.build([question], [passages], max_new_tokens=max_new_tokens)
+            prompt = built.prompt
+        if isinstance(prompt, str):
+            return StringPromptValue(text=prompt)
         return ChatPromptValue(messages=[MESSAGE_TYPES[m["role"]](content=m["content"])
-                                         for m in messages])
+                                         for m in prompt])
 
     return RunnableLambda(build, name="rag_prompt")
 
 
-def make_chain(retriever: BaseRetriever, generator: Generator, lang: str = "auto",
-               template: str = "default", decoding: Decoding = Decoding(),
-               with_sources: bool = False) -> Runnable:
+def make_chain(retriever: BaseRetriever | None, generator: Generator | RagPipeline,
+               lang: str | None = None, template: str | None = None,
+               decoding: Decoding | None = None, with_sources: bool = False) -> Runnable:
     """``retriever | prompt | model | parser``: a question in, the answer text out (or, with
-    ``with_sources``, a dict with the question, the documents and the answer)."""
+    ``with_sources``, a dict with the question, the documents and the answer).
+
+    ``generator`` is a bare ``Generator`` (prompted with ``lang``, default ``auto``, and
+    ``template``, default ``default``) or a ``RagPipeline``, whose prompt set, budget and adapter
+    format are used (``lang``/``template``, when given, override its config). ``retriever`` may
+    be ``None`` with a pipeline that has its own store."""
+    pipeline = chain_pipeline(generator, lang, template)
+    decoding = pipeline.decoding(decoding)
+    if retriever is None:
+        if not isinstance(pipeline.retriever, Retriever):
+            raise ValueError("make_chain needs a retriever, or a RagPipeline over a store")
+        retriever = StoreRetriever(retriever=pipeline.retriever)
     setup = RunnableParallel(docs=retriever, question=RunnablePassthrough())
-    prompt = make_prompt(generator, lang, template, decoding.max_new_tokens)
-    model = GeneratorRunnable(generator, decoding)
+    prompt = make_prompt(pipeline, max_new_tokens=decoding.max_new_tokens)
+    model = GeneratorRunnable(pipeline.generator, decoding)
     if with_sources:
         return setup | RunnablePassthrough.assign(prompt=prompt) | AnswerWithSources(model)
     return setup | prompt | model | StrOutputParser()
+
+
+def chain_pipeline(generator: Generator | RagPipeline, lang: str | None = None,
+                   template: str | None = None) -> RagPipeline:
+    """The pipeline a chain prompts with: ``generator``'s own, or one over a bare generator;
+    ``lang``/``template`` (when given) replace the pipeline config's."""
+    if not isinstance(generator, RagPipeline):
+        return RagPipeline(None, generator, RagConfig(lang=lang or "auto",
+                                                      template=template or "default",
+                                                      progress=False))
+    if lang is None and template is None:
+        return generator
+    config = dataclasses.replace(generator.config, lang=lang or generator.config.lang,
+                                 template=template or generator.config.template)
+    return RagPipeline(generator.store, generator.generator, config, fmt=generator.format,
+                       retriever=generator.retriever)
 
 
 class AnswerWithSources(Runnable[dict[str, Any], dict[str, Any]]):

@@ -1,14 +1,20 @@
-"""Retrieval-augmented answers: retrieve, fit the context to the window, generate in batches.
+"""The RAG system: retriever + token budget + prompt set + generator (+ an adapter's format).
 
     pipe = RagPipeline.from_config(RagConfig(k=5))          # default store and model
     [answer] = pipe.answer(["Quem foi Tiradentes?"])
     answer.text, [p.title for p in answer.passages]
+    pipe.answer_closed_book(["Quem foi Tiradentes?"])      # the same prompt set, no passages
 
-Questions are answered in their own language (``lang="auto"``), from numbered passages the model
-cites as [n] (``rag.prompts``), within the model's window (``rag.budget``). Generation is one
-batched call through a ``models.generation.Generator`` (in-process transformers, optionally
-with a LoRA adapter, or an OpenAI-compatible server). With an adapter the prompt is the same
-chat messages as without: the adapter's training format is not applied here.
+One object answers every way the project asks: ``rag ask`` (``rag.cli``), LangChain's chain
+(``rag.langchain.make_chain``) and compare's four systems (``base``/``finetuned`` take the
+closed-book path, ``rag``/``rag+finetuned`` the retrieval path). Questions are answered in their
+own language (``lang="auto"``) or in the languages a caller passes, from numbered passages the
+model cites as [n] (``rag.prompts``: a template and its closed-book companion), within the
+model's window (``rag.budget``). Generation is one batched call through a
+``models.generation.Generator`` (in-process transformers, optionally with a LoRA adapter, or an
+OpenAI-compatible server). With an adapter, the template's chat messages are rendered in the
+prompt format the adapter was trained on (``models.formats.Format.adapt``) and the format's stop
+strings end each answer; ``RagAnswer.prompt`` is the prompt exactly as sent to the generator.
 """
 
 from __future__ import annotations
@@ -18,18 +24,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.errors import UserError
 from core.paths import default_store_dir, sample_dump
-from models.generation import Decoding, Generation, Generator
-from models.sources import DEFAULT_GENERATOR
+from models.formats import Format
+from models.generation import Decoding, Generation, Generator, Prompt
 from rag.budget import Fitted, context_budget, fit_passages
 from rag.passages import DEDUP_MODES, Passage, StoreLike, open_store
 from rag.prompts import is_refusal, load_template, render_prompt, resolve_lang, template_version
-from rag.retrievers import RETRIEVERS, Retriever, check_k, check_queries, make_retriever
+from rag.retrievers import RETRIEVERS, check_k, check_queries, make_retriever
 
 log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -37,12 +45,12 @@ class RagConfig:
     """Everything that shapes a RAG answer (loadable from YAML via ``core.config``)."""
 
     store: str | None = None  # None: core.paths.default_store_dir()
-    model: str = DEFAULT_GENERATOR
-    adapter: str | None = None
+    model: str | None = None  # None: models.sources.DEFAULT_GENERATOR
+    adapter: str | None = None  # a LoRA adapter dir: prompts take its trained format
     k: int = 5
     retriever: str = "hybrid"
     dedup: str = "page"
-    template: str = "default"
+    template: str = "default"  # a rag template name (rag/templates) or YAML path
     lang: str = "auto"
     max_new_tokens: int = 128
     context_tokens: int | None = None  # None: what the model's window leaves
@@ -61,9 +69,18 @@ class RagConfig:
             raise UserError(f"unknown dedup mode {self.dedup!r}; use {', '.join(DEDUP_MODES)}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.context_tokens is not None and self.context_tokens < 1:
+            raise UserError(f"context_tokens must be at least 1, not {self.context_tokens}")
         template = load_template(self.template)
         if self.lang != "auto":
             template.lang(self.lang)
+
+    def model_name(self) -> str:
+        """The generator to load: ``model`` (a bundled model's former name read as its current
+        one), or the default generator."""
+        from models.sources import DEFAULT_GENERATOR, canonical_model_name
+
+        return canonical_model_name(self.model) if self.model else DEFAULT_GENERATOR
 
     def retriever_options(self) -> dict[str, Any]:
         """The ``make_retriever`` options this config implies."""
@@ -74,6 +91,18 @@ class RagConfig:
         return opts
 
 
+class PassageRetriever(Protocol):
+    """What the pipeline retrieves with: ``rag.retrievers.Retriever``, or a wrapper of one."""
+
+    def retrieve(self, queries: Sequence[str]) -> list[list[Passage]]:
+        """Per query, the passages best first."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the retrieval's output."""
+        ...
+
+
 @dataclass
 class RagAnswer:
     """One answer with the passages its prompt held (numbered [1..n] in that order)."""
@@ -81,11 +110,12 @@ class RagAnswer:
     question: str
     text: str
     passages: list[Passage]
-    prompt: list[dict[str, str]]
+    prompt: Prompt  # exactly as sent to the generator (after the adapter's format)
     generation: Generation
     lang: str
     template_version: str = ""
     retrieved: list[Passage] = field(default_factory=list)  # before the token budget
+    prompt_format: str | None = None  # the adapter's prompt format; None: the chat messages
 
     @property
     def refused(self) -> bool:
@@ -106,10 +136,20 @@ class RagAnswer:
                 "citations": self.citations,
                 "sources": [{"n": i, **p.to_dict()} for i, p in enumerate(self.passages, 1)],
                 "dropped_by_budget": len(self.retrieved) - len(self.passages),
-                "prompt": self.prompt,
+                "prompt_format": self.prompt_format, "prompt": self.prompt,
                 "generation": {"prompt_tokens": g.prompt_tokens,
                                "completion_tokens": g.completion_tokens,
                                "latency_s": round(g.latency_s, 4)}}
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """One question's prompt: as sent, as the template's chat messages, and its passages."""
+
+    prompt: Prompt  # what the generator receives (the messages in the adapter's format)
+    messages: Messages  # the template's chat messages
+    fitted: Fitted  # the passages that fit the window (none for a closed-book prompt)
+    lang: str
 
 
 def open_rag_store(path: str | Path | None) -> StoreLike:
@@ -125,98 +165,175 @@ def open_rag_store(path: str | Path | None) -> StoreLike:
 
 
 class RagPipeline:
-    """Retriever + prompt template + token budget + generator, answering batches of questions."""
+    """Retriever + prompt set + token budget + generator, answering batches of questions.
 
-    def __init__(self, store: StoreLike, generator: Generator, config: RagConfig) -> None:
-        self.store, self.generator, self.config = store, generator, config
-        self.retriever: Retriever = make_retriever(config.retriever, store,
-                                                   **config.retriever_options())
+    ``store`` is an opened store, a store dir, or ``None`` for a pipeline that only answers
+    closed-book or retrieves through ``retriever`` (anything with ``retrieve`` and ``describe``,
+    e.g. a memoizing wrapper shared by several pipelines). ``fmt`` is the adapter's prompt
+    format (``None``: the chat messages go to the generator as they are).
+    """
+
+    def __init__(self, store: StoreLike | str | Path | None, generator: Generator,
+                 config: RagConfig | None = None, *, fmt: Format | None = None,
+                 retriever: PassageRetriever | None = None) -> None:
+        self.store = open_store(store) if isinstance(store, (str, Path)) else store
+        self.generator, self.config, self.format = generator, config or RagConfig(), fmt
+        if retriever is None and self.store is not None:
+            retriever = make_retriever(self.config.retriever, self.store,
+                                       **self.config.retriever_options())
+        self.retriever = retriever
 
     @classmethod
     def from_config(cls, config: RagConfig) -> RagPipeline:
-        """Open the store and load the generator the config names."""
-        from models.generation import make_generator
+        """Open the store and load the generator (and adapter, with its format) the config
+        names."""
+        from models.backends import make_generator
         from models.loading import LoadOptions
 
+        fmt = None
+        if config.adapter is not None and not config.base_url:
+            from models.adapters import check_adapter_dir, prompt_format_of
+
+            fmt = prompt_format_of(check_adapter_dir(config.adapter))
         store = open_rag_store(config.store)
-        generator = make_generator(config.model, adapter=config.adapter,
+        generator = make_generator(config.model_name(), adapter=config.adapter,
                                    options=LoadOptions(load_in_4bit=config.load_in_4bit),
                                    batch_size=config.batch_size, base_url=config.base_url,
                                    progress=config.progress)
-        return cls(store, generator, config)
+        return cls(store, generator, config, fmt=fmt)
+
+    # --- the steps -----------------------------------------------------------------------
 
     def retrieve(self, questions: Sequence[str]) -> list[list[Passage]]:
         """Up to ``k`` passages per question, best first."""
+        if self.retriever is None:
+            raise UserError("this pipeline has no store to retrieve from; pass one (--store)")
         return self.retriever.retrieve(list(questions))
-
-    def prompts(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]] | None
-                ) -> list[list[dict[str, str]]]:
-        """Chat prompts with each question's passages fitted to the window (None: closed book)."""
-        return [p for p, _, _ in self._build(questions, passages, self.config.max_new_tokens)]
-
-    def answer(self, questions: Sequence[str], decoding: Decoding | None = None
-               ) -> list[RagAnswer]:
-        """Retrieve, build prompts and generate for all ``questions`` in one batched call."""
-        decoding = decoding or Decoding(max_new_tokens=self.config.max_new_tokens)
-        questions = list(questions)
-        self._budgets(questions, decoding.max_new_tokens, closed_book=False)  # fail before work
-        retrieved = self.retrieve(questions)
-        built = self._build(questions, retrieved, decoding.max_new_tokens)
-        generations = self.generator.generate([p for p, _, _ in built], decoding)
-        version = template_version(self.config.template)
-        return [RagAnswer(question=q, text=g.text.strip(), passages=fit.passages, prompt=prompt,
-                          generation=g, lang=lang, template_version=version, retrieved=list(r))
-                for q, r, (prompt, fit, lang), g in zip(questions, retrieved, built, generations,
-                                                        strict=True)]
 
     def languages(self, questions: Sequence[str]) -> list[str]:
         """The template language each question is answered in."""
         return [resolve_lang(q, self.config.lang, self.config.template) for q in questions]
 
-    def _budgets(self, questions: Sequence[str], max_new_tokens: int, closed_book: bool,
-                 langs: Sequence[str] | None = None) -> list[int]:
-        """Context tokens per question; ``UserError`` for empty or too long questions."""
-        check_queries(questions)
-        gen, cfg = self.generator, self.config
-        langs = langs or self.languages(questions)
-        return [context_budget(q, gen.count_tokens, gen.context_window, max_new_tokens, lang,
-                               cfg.template, cfg.context_tokens, closed_book)
-                for q, lang in zip(questions, langs, strict=True)]
+    def decoding(self, decoding: Decoding | None = None) -> Decoding:
+        """``decoding`` (default: the config's ``max_new_tokens``) plus the adapter format's stop
+        strings."""
+        decoding = decoding or Decoding(max_new_tokens=self.config.max_new_tokens)
+        return self.format.with_stops(decoding) if self.format is not None else decoding
 
-    def _build(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]] | None,
-               max_new_tokens: int) -> list[tuple[list[dict[str, str]], Fitted, str]]:
-        """(prompt, fitted passages, language) per question."""
-        closed = passages is None
-        if not closed and len(passages) != len(questions):
-            raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
+    def build(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]] | None, *,
+              langs: Sequence[str] | None = None, max_new_tokens: int | None = None
+              ) -> list[BuiltPrompt]:
+        """Each question's prompt, its passages fitted to the window (``passages=None``: the
+        closed-book prompt). ``langs`` overrides the config's language per question;
+        ``max_new_tokens`` (default: the config's) is what the budget leaves for the answer."""
         check_queries(questions)
-        langs = self.languages(questions)
-        budgets = self._budgets(questions, max_new_tokens, closed, langs)
+        if passages is not None and len(passages) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
+        langs = self._langs(questions, langs)
+        new_tokens = max_new_tokens or self.config.max_new_tokens
+        budgets = ([0] * len(questions) if passages is None
+                   else self._budgets(questions, new_tokens, langs))
         out = []
         for i, (q, lang) in enumerate(zip(questions, langs, strict=True)):
-            if closed:
-                fit = Fitted([], budgets[i], 0, 0, False)
+            if passages is None:
+                fit = Fitted([], 0, 0, 0, False)
             else:
                 fit = fit_passages(passages[i], budgets[i], self.generator.count_tokens, lang,
                                    self.config.template)
                 if fit.dropped or fit.truncated:
                     log.info("question %d: %d passage(s) dropped, truncated=%s (budget %d "
                              "tokens)", i + 1, fit.dropped, fit.truncated, fit.budget)
-            prompt = render_prompt(q, None if closed else fit.passages, lang,
-                                   self.config.template)
-            out.append((prompt, fit, lang))
+            messages = render_prompt(q, None if passages is None else fit.passages, lang,
+                                     self.config.template)
+            out.append(BuiltPrompt(self.in_format(messages), messages, fit, lang))
         return out
 
+    def prompts(self, questions: Sequence[str], passages: Sequence[Sequence[Passage]] | None, *,
+                langs: Sequence[str] | None = None, max_new_tokens: int | None = None
+                ) -> list[Prompt]:
+        """The prompts as sent to the generator (``build``'s, without the bookkeeping)."""
+        return [b.prompt for b in self.build(questions, passages, langs=langs,
+                                             max_new_tokens=max_new_tokens)]
+
+    def in_format(self, messages: Messages) -> Prompt:
+        """Chat messages as the generator receives them: in the adapter's format, if any."""
+        return messages if self.format is None else self.format.adapt(messages)
+
+    # --- answering -----------------------------------------------------------------------
+
+    def answer(self, questions: Sequence[str], decoding: Decoding | None = None, *,
+               langs: Sequence[str] | None = None,
+               passages: Sequence[Sequence[Passage]] | None = None) -> list[RagAnswer]:
+        """Retrieve (unless ``passages`` are given), build the prompts and generate for all
+        ``questions`` in one batched call."""
+        decoding = self.decoding(decoding)
+        questions = list(questions)
+        check_queries(questions)
+        langs = self._langs(questions, langs)
+        if passages is None:
+            self._budgets(questions, decoding.max_new_tokens, langs)  # fail before any work
+            passages = self.retrieve(questions)
+        built = self.build(questions, passages, langs=langs,
+                           max_new_tokens=decoding.max_new_tokens)
+        return self._generate(questions, built, passages, decoding)
+
+    def answer_closed_book(self, questions: Sequence[str], decoding: Decoding | None = None, *,
+                           langs: Sequence[str] | None = None) -> list[RagAnswer]:
+        """Answer without passages, with the template's closed-book companion."""
+        decoding = self.decoding(decoding)
+        questions = list(questions)
+        built = self.build(questions, None, langs=langs, max_new_tokens=decoding.max_new_tokens)
+        return self._generate(questions, built, None, decoding)
+
+    def _generate(self, questions: list[str], built: list[BuiltPrompt],
+                  passages: Sequence[Sequence[Passage]] | None, decoding: Decoding
+                  ) -> list[RagAnswer]:
+        generations = self.generator.generate([b.prompt for b in built], decoding)
+        version = template_version(self.config.template, closed_book=passages is None)
+        fmt = self.format.name if self.format is not None else None
+        return [RagAnswer(question=q, text=g.text.strip(), passages=b.fitted.passages,
+                          prompt=b.prompt, generation=g, lang=b.lang, template_version=version,
+                          retrieved=list(passages[i]) if passages is not None else [],
+                          prompt_format=fmt)
+                for i, (q, b, g) in enumerate(zip(questions, built, generations, strict=True))]
+
+    def _langs(self, questions: Sequence[str], langs: Sequence[str] | None) -> list[str]:
+        if langs is None:
+            return self.languages(questions)
+        if len(langs) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(langs)} languages")
+        return list(langs)
+
+    def _budgets(self, questions: Sequence[str], max_new_tokens: int, langs: Sequence[str]
+                 ) -> list[int]:
+        """Context tokens per question; ``UserError`` for a question too long for the window."""
+        gen, cfg = self.generator, self.config
+        return [context_budget(q, gen.count_tokens, gen.context_window, max_new_tokens, lang,
+                               cfg.template, cfg.context_tokens)
+                for q, lang in zip(questions, langs, strict=True)]
+
+    # --- identity ------------------------------------------------------------------------
+
+    def template_versions(self) -> dict[str, str]:
+        """The versions of the RAG template and its closed-book companion."""
+        return {"rag": template_version(self.config.template),
+                "closed_book": template_version(self.config.template, closed_book=True)}
+
     def describe(self) -> dict[str, Any]:
-        """What identifies this pipeline's outputs (for ``compare`` fingerprints)."""
-        store_sha = self.store.sha256()
-        return {"retrieval": self.retriever.describe(), "store_sha256": store_sha,
-                "template": self.config.template,
-                "template_version": template_version(self.config.template),
-                "closed_book_version": template_version(self.config.template, closed_book=True),
-                "generator": getattr(self.generator, "name", type(self.generator).__name__),
-                "lang": self.config.lang, "max_new_tokens": self.config.max_new_tokens,
-                "context_tokens": self.config.context_tokens}
+        """What identifies this pipeline's outputs (retrieval, store, prompts, generator)."""
+        out: dict[str, Any] = {
+            "retrieval": self.retriever.describe() if self.retriever is not None else None,
+            "template": self.config.template,
+            "template_version": template_version(self.config.template),
+            "closed_book_version": template_version(self.config.template, closed_book=True),
+            "prompt_format": self.format.name if self.format is not None else None,
+            "generator": getattr(self.generator, "name", type(self.generator).__name__),
+            "lang": self.config.lang, "max_new_tokens": self.config.max_new_tokens,
+            "context_tokens": self.config.context_tokens}
+        if self.store is not None:
+            out["store_sha256"] = self.store.sha256()
+        return out
 
 
-__all__ = ["RagAnswer", "RagConfig", "RagPipeline", "open_rag_store"]
+__all__ = ["BuiltPrompt", "PassageRetriever", "RagAnswer", "RagConfig", "RagPipeline",
+           "open_rag_store"]

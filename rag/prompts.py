@@ -22,9 +22,9 @@ import jinja2.sandbox
 from core.config import read_yaml
 from core.errors import UserError
 from core.registry import Registry
+from core.text import fold
 from rag.lang import detect_language
 from rag.passages import Passage
-from rag.text import fold
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 DEFAULT_TEMPLATE = "default"

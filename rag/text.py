@@ -1,16 +1,18 @@
-"""Portuguese-first text handling for lexical retrieval: accent folding, stopwords, tokens.
+"""Portuguese-first text handling for lexical retrieval: stopwords, words, BM25 tokens.
 
 ``tokenize("A Constituição de 1824")`` -> ``["constituicao", "1824"]``: lower-case, accents
-folded (so "Constituicao" finds "Constituição"), split on non-word characters, Portuguese and
-English stopwords dropped, one-letter tokens dropped (numbers are kept). No stemming: the
-sample questions use the articles' own word forms, and a wrong stem costs more than it saves.
+folded with ``core.text.fold`` (so "Constituicao" finds "Constituição"), split on non-word
+characters, Portuguese and English stopwords dropped, one-letter tokens dropped (numbers are
+kept). No stemming: the sample questions use the articles' own word forms, and a wrong stem
+costs more than it saves.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
+
+from core.text import fold, fold_accents
 
 TOKENIZER_VERSION = 1  # bump when tokenize() changes: cached BM25 indexes are rebuilt
 
@@ -33,12 +35,6 @@ your about after before during over under between
 """
 
 
-def fold_accents(text: str) -> str:
-    """Strip diacritics: ``"Constituição"`` -> ``"Constituicao"``."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
 def _words(block: str) -> frozenset[str]:
     return frozenset(fold_accents(w) for w in block.split())
 
@@ -47,11 +43,6 @@ STOPWORDS_PT = _words(_PT)
 STOPWORDS_EN = _words(_EN)
 STOPWORDS = STOPWORDS_PT | STOPWORDS_EN
 _WORD = re.compile(r"[^\W_]+")
-
-
-def fold(text: str) -> str:
-    """Lower-case and accent-fold: the form every lexical comparison uses."""
-    return fold_accents(text.casefold())
 
 
 def words(text: str) -> list[str]:
@@ -81,17 +72,6 @@ def guess_language(text: str, default: str = "pt") -> str:
     if pt == en:
         return default
     return "pt" if pt > en else "en"
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (split after . ! ? followed by space), whitespace kept with each."""
-    parts = re.split(r"(?<=[.!?…])(\s+)", text)
-    out: list[str] = []
-    for i in range(0, len(parts), 2):
-        sep = parts[i + 1] if i + 1 < len(parts) else ""
-        if parts[i] or sep:
-            out.append(parts[i] + sep)
-    return out
 
 
 def ngrams(tokens: Sequence[str], max_n: int) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 
 from compare.judge import _combine, judge_pairwise, judge_rubric, parse_rubric, parse_winner
 from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
+from compare.rundir import Sample
 from core.errors import UserError
 
 
@@ -32,10 +33,10 @@ class ScriptedJudge:
         return [Out(self.replies.pop(0)) for _ in prompts]
 
 
-def sample(col: str, qid: str, output: str) -> dict:
-    return {"column": col, "question_id": qid, "question": "Quem foi Tiradentes?",
-            "references": ["Joaquim José da Silva Xavier"], "output": output, "lang": "pt",
-            "choice": None, "scores": {}}
+def sample(col: str, qid: str, output: str) -> Sample:
+    return Sample(column=col, system=col, model="m", decoding={}, question_id=qid,
+                  question="Quem foi Tiradentes?", references=["Joaquim José da Silva Xavier"],
+                  output=output, lang="pt")
 
 
 GOOD = '{"accuracy": 5, "relevance": 4, "coherence": 5, "contextual_understanding": 4}'
@@ -52,7 +53,7 @@ def test_rubric_retries_malformed_json_and_prompts_in_question_language() -> Non
     judge = ScriptedJudge(["não sei", GOOD])
     samples = [sample("rag", "q1", "Joaquim José da Silva Xavier")]
     assert judge_rubric(samples, judge) == 0
-    assert samples[0]["scores"]["judge_overall"] == pytest.approx(4.5)
+    assert samples[0].scores["judge_overall"] == pytest.approx(4.5)
     assert len(judge.asked) == 2
     assert "PERGUNTA" in judge.asked[0][1]["content"]
     assert "JSON object only" in judge.asked[1][1]["content"]
@@ -61,7 +62,7 @@ def test_rubric_retries_malformed_json_and_prompts_in_question_language() -> Non
 def test_rubric_gives_up_after_retries() -> None:
     samples = [sample("rag", "q1", "x")]
     assert judge_rubric(samples, ScriptedJudge(["a", "b", "c"]), retries=2) == 1
-    assert "judge_overall" not in samples[0]["scores"]
+    assert "judge_overall" not in samples[0].scores
 
 
 def test_pairwise_swaps_positions_and_detects_bias() -> None:
@@ -86,7 +87,7 @@ def test_winner_parsing_and_combination() -> None:
 def test_rating_round_trip_and_agreement(tmp_path: Path) -> None:
     samples = [sample(col, f"q{i}", f"{col} {i}") for i in range(6) for col in ("rag", "base")]
     for i, s in enumerate(samples):
-        s["scores"].update({f"judge_{c}": float(1 + i % 5) for c in
+        s.scores.update({f"judge_{c}": float(1 + i % 5) for c in
                             ("accuracy", "relevance", "coherence", "contextual_understanding")})
     sheet = tmp_path / "sheet.csv"
     assert export_sheet(samples, tmp_path, sheet, seed=1) == 12
@@ -95,11 +96,11 @@ def test_rating_round_trip_and_agreement(tmp_path: Path) -> None:
     key = json.loads((tmp_path / KEY_FILE).read_text())
     with open(sheet, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    by_item = {(s["column"], s["question_id"]): s for s in samples}
+    by_item = {s.key: s for s in samples}
     for row in rows:  # the human agrees exactly with the judge
         s = by_item[(key[row["item"]]["column"], key[row["item"]]["question_id"])]
         for c in ("accuracy", "relevance", "coherence", "contextual_understanding"):
-            row[c] = str(int(s["scores"][f"judge_{c}"]))
+            row[c] = str(int(s.scores[f"judge_{c}"]))
     with open(sheet, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -12,7 +12,7 @@ from compare.mc import (
     loglikelihood_context,
     parse_choice,
 )
-from compare.questions import Question
+from core.questions import Question
 
 CHOICES = ("Dom Pedro I", "Dom Pedro II", "Deodoro da Fonseca", "Getúlio Vargas")
 Q = Question(id="m", question="Quem foi o primeiro imperador?", answers=("Dom Pedro I",),

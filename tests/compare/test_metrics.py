@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from compare.metrics import METRICS, MetricInput, contains, is_refusal, score_sample, token_f1
-from compare.normalize import fold_accents, normalize_answer
-from compare.questions import Question
+from compare.normalize import normalize_answer
 from core.errors import UserError
+from core.questions import Question
 
 
 def q(*answers: str, **kw) -> Question:
@@ -27,10 +27,6 @@ def q(*answers: str, **kw) -> Question:
 ])
 def test_normalize_answer(raw: str, expected: str) -> None:
     assert normalize_answer(raw) == expected
-
-
-def test_fold_accents() -> None:
-    assert fold_accents("Constituição Áurea ç") == "Constituicao Aurea c"
 
 
 def test_token_f1_hand_computed() -> None:

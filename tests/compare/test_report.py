@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from compare.report import diff_runs, render
+from compare.rundir import Sample, write_results, write_samples
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -41,19 +41,19 @@ def fixed_run(tmp_path: Path) -> Path:
             "accuracy": {"n": 4, "spearman": 0.8, "kappa_quadratic": 0.75}}},
     }
     samples = [
-        {"column": col, "question_id": qid, "question": question, "references": ["Brasília"],
-         "output": out, "retrieved": [{"title": "Brasília", "section": "", "score": 0.9}]
-         if col == "rag" else [], "scores": {"exact_match": em, "f1": f1}, "choice": None}
+        Sample(column=col, system=col, model="m", decoding={}, question_id=qid,
+               question=question, references=["Brasília"], output=out,
+               retrieved=[{"title": "Brasília", "section": "", "score": 0.9}]
+               if col == "rag" else [], scores={"exact_match": em, "f1": f1})
         for qid, question in (("q1", "Qual a capital do Brasil?"), ("q2", "Capital | pipe?"))
         for col, out, em, f1 in (("base", "<script>alert(1)</script> São Paulo", 0.0, 0.0),
                                  ("rag", "Brasília", 1.0, 1.0))
     ]
-    samples.append({"column": "rag", "question_id": "mc1", "question": "Qual? (A|B)",
-                    "references": ["B"], "output": "B", "retrieved": [], "choice": 1,
-                    "scores": {"mc_accuracy": 1.0}})
-    (run / "results.json").write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")
-    (run / "samples.jsonl").write_text("".join(json.dumps(s, ensure_ascii=False) + "\n"
-                                               for s in samples), encoding="utf-8")
+    samples.append(Sample(column="rag", system="rag", model="m", decoding={}, question_id="mc1",
+                          question="Qual? (A|B)", references=["B"], output="B", choice=1,
+                          scores={"mc_accuracy": 1.0}))
+    write_results(run, results)
+    write_samples(run, samples)
     return run
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from compare.config import ExperimentConfig
 from compare.protocol import SystemAnswer
-from compare.questions import Question
 from compare.runner import Column, columns_for, run_dir_for, run_experiment
+from core.questions import Question
 
 QUESTIONS = [
     {"id": f"q{i}", "question": f"Pergunta {i}?", "answers": [f"resposta {i}"],

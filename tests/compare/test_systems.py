@@ -12,10 +12,10 @@ import pytest
 
 from compare.cache import GenerationCache
 from compare.config import ExperimentConfig
-from compare.questions import Question
 from compare.runner import Column, columns_for, run_experiment
 from compare.systems import SYSTEMS, SystemFactory
 from core.errors import UserError
+from core.questions import Question
 from models.generation import Decoding, Generation
 
 FACTS = {"Qual a capital do Brasil?": "Brasília", "Quem assinou a Lei Áurea?": "Princesa Isabel"}
@@ -136,7 +136,7 @@ class Rig:
         def generator_for(model: str, adapter: Path | None) -> tuple[Any, dict[str, Any]]:
             gen = CannedGenerator(fail_after)
             self.generators[(model, adapter.name if adapter else None)] = gen
-            from compare.backends import adapter_identity
+            from models.adapters import adapter_identity
 
             return gen, {"model": model, "adapter": adapter_identity(adapter) if adapter else None}
 

@@ -53,11 +53,22 @@ def test_every_preset_loads_with_a_command_header() -> None:
     ("llama2-13b-qlora", {"model": "meta-llama/Llama-2-13b-hf", "load_in_4bit": True,
                           "double_quant": True, "per_device_train_batch_size": 1,
                           "gradient_checkpointing": True}),
-    ("cpu-demo", {"model": "qwen2.5-0.5b-instruct", "format": "chat", "load_in_4bit": False}),
+    ("cpu-demo", {"model": "qwen2.5-coder-0.5b-instruct", "format": "chat",
+                  "load_in_4bit": False}),
 ])
 def test_presets_match_the_issue(name: str, expected: dict) -> None:
     config = train_config(name)
     assert {k: getattr(config, k) for k in expected} == expected
+
+
+def test_a_former_model_name_is_recorded_under_the_current_one() -> None:
+    """The adapter manifest copies the config: it must carry the true base model name."""
+    from core.config import config_dict
+
+    config = train_config("cpu-demo", model="qwen2.5-0.5b-instruct")
+    assert config.model == "qwen2.5-coder-0.5b-instruct"
+    assert config_dict(config)["model"] == "qwen2.5-coder-0.5b-instruct"
+    assert train_config(model="meta-llama/Llama-2-7b-hf").model == "meta-llama/Llama-2-7b-hf"
 
 
 def test_13b_preset_explains_its_memory() -> None:

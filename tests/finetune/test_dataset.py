@@ -13,8 +13,8 @@ from finetune.dataset import (
     prompt_ids,
     split_ids,
 )
-from finetune.formats import FORMATS, get_format
 from finetune.records import Pair
+from models.formats import FORMATS, get_format
 
 PAIR = Pair(instruction="Quem foi Tiradentes?", input="",
             output="Tiradentes foi um dentista e militar brasileiro.")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from finetune.leakage import LeakageFilter, Question, filter_pairs, read_questions, similarity
+from core.questions import Question
+from finetune.leakage import LeakageFilter, filter_pairs, similarity
 from finetune.records import Pair
 
 QUESTIONS = [Question("q1", "Em que ano foi proclamada a independência do Brasil?"),
@@ -45,7 +46,7 @@ def test_restatement_vs_same_subject(pair: str, question: str, restates: bool) -
 
 
 def test_filter_drops_restatements_and_keeps_the_rest(tmp_path: Path) -> None:
-    path = _write(tmp_path / "q.jsonl", [{"id": q.id, "question": q.text} for q in QUESTIONS])
+    path = _write(tmp_path / "q.jsonl", [{"id": q.id, "question": q.question} for q in QUESTIONS])
     pairs = [
         Pair("Quando foi proclamada a Independência do Brasil?", "", "Em 1822."),  # restated
         Pair("Quem foi Tiradentes? Qual foi a sua importância histórica?", "", "Um mártir."),
@@ -77,11 +78,14 @@ def test_threshold_matters() -> None:
 
 
 def test_questions_file_errors(tmp_path: Path) -> None:
+    """The questions file is read with core.questions: every bad line reported before work."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "ok?"}\n{"id": "b"}\nnot json\n', "utf-8")
-    with pytest.raises(UserError, match=r"2 bad lines \(lines 2-3\)"):
-        read_questions(bad)
+    pairs = [Pair("Quem foi Tiradentes?", "", "Um dentista.")]
+    with pytest.raises(UserError, match=r"2 bad question line\(s\)") as err:
+        filter_pairs(pairs, bad)
+    assert "bad.jsonl:2:" in str(err.value) and "bad.jsonl:3:" in str(err.value)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", "utf-8")
     with pytest.raises(UserError, match="holds no questions"):
-        read_questions(empty)
+        filter_pairs(pairs, empty)

@@ -15,18 +15,12 @@ from transformers import TrainerCallback
 
 from core.errors import UserError
 from core.hashing import sha256_file
-from finetune.adapter import (
-    adapter_format,
-    adapter_info,
-    load_adapter,
-    merge_adapter,
-    read_manifest,
-    training_load_options,
-)
+from finetune.adapter import adapter_info, merge_adapter
 from finetune.callbacks import read_log, series
 from finetune.config import TrainConfig
 from finetune.records import write_pairs
 from finetune.train import train
+from models.adapters import adapter_format, load_adapter, read_manifest, training_load_options
 from models.loading import LoadOptions, load_model, model_fingerprint
 
 
@@ -234,9 +228,9 @@ def test_packing_keeps_examples_apart(tiny_llama_dir: Path) -> None:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from finetune.dataset import encode_pair
-    from finetune.formats import get_format
     from finetune.records import Pair
     from finetune.train import load_for_training
+    from models.formats import get_format
 
     model, tok = load_for_training(tiny_config(tiny_llama_dir, load_in_4bit=False))
     assert model.config.use_cache is False

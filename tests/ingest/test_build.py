@@ -70,9 +70,9 @@ def test_worker_count_does_not_change_the_store(hashing_store: Path, tmp_path: P
 
 def test_spawned_workers_give_the_same_store(hashing_store: Path, tmp_path: Path,
                                              sample_dump: Path, monkeypatch) -> None:
-    import ingest.build
+    import ingest.builder
 
-    monkeypatch.setattr(ingest.build, "START_METHOD", "spawn")  # what macOS/Windows use
+    monkeypatch.setattr(ingest.builder, "START_METHOD", "spawn")  # what macOS/Windows use
     config = IngestConfig(embedder="hashing", workers=2, checkpoint_pages=20)
     out = build_store(sample_dump, tmp_path / "spawned", config, progress=False)
     assert_identical(snapshot(out), snapshot(hashing_store))

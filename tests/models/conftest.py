@@ -67,6 +67,27 @@ def build_tiny_llama(path: Path) -> Path:
     return path
 
 
+def build_tiny_adapter(tiny_llama_dir: Path, out: Path, prompt_format: str = "chat") -> Path:
+    """A LoRA adapter on q_proj/v_proj with random (non-zero) B, so it changes the outputs,
+    plus the manifest ``finetune train`` writes (base model and prompt format)."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from models.loading import LoadOptions, load_model
+
+    model, _ = load_model(str(tiny_llama_dir), LoadOptions(dtype="float32"))
+    torch.manual_seed(7)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, init_lora_weights=False,
+                                                  target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(str(out))
+    manifest = {"kind": "lora", "base_model": {"name": str(tiny_llama_dir)},
+                "prompt_format": {"name": prompt_format}}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with a tiny random Llama (safetensors) and its tokenizer."""
@@ -79,3 +100,17 @@ def tiny_llama(tiny_llama_dir: Path):
     from models.loading import LoadOptions, load_model
 
     return load_model(str(tiny_llama_dir), LoadOptions(dtype="float32"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_llama_dir: Path):
+    """The tiny Llama's tokenizer as ``models.loading`` loads it."""
+    from models.loading import load_tokenizer
+
+    return load_tokenizer(str(tiny_llama_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter for the tiny Llama whose manifest records the chat prompt format."""
+    return build_tiny_adapter(tiny_llama_dir, tmp_path_factory.mktemp("tiny-adapter"))

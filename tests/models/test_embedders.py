@@ -278,7 +278,8 @@ def test_catalog_and_requirements_pin_the_embedders() -> None:
 
 def test_models_list_shows_the_embedders(capsys: pytest.CaptureFixture) -> None:
     assert models_main(["list"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    table = capsys.readouterr().out.split("\n\n")[0]  # the table, before the sha256 section
+    rows = {line.split()[0]: line for line in table.splitlines()}
     assert "embedder" in rows["all-minilm-l6-v2"]
     assert "embedder" in rows["multilingual-e5-small"]
     assert "default embedder" in rows["multilingual-e5-small"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from core.errors import UserError
+from models.backends import make_generator
 from models.gen_transformers import TransformersGenerator
-from models.generation import Decoding, Generator, apply_stop, make_generator
+from models.generation import Decoding, Generator, apply_stop
 
 PROMPTS = [
     "A capital do Brasil",

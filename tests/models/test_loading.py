@@ -30,7 +30,21 @@ def test_local_folder_loads_for_generation(tiny_llama_dir: Path) -> None:
     assert tok.padding_side == "left"
     assert model.generation_config.pad_token_id == tok.pad_token_id
     assert load_tokenizer(str(tiny_llama_dir)).padding_side == "left"
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_hub_models_load_offline_without_the_cli_environment(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Library calls stay offline on their own: ``local_files_only`` unless the user sets
+    HF_HUB_OFFLINE=0 on purpose (the CLI's offline environment is not needed for that)."""
+    from models.loading import _local_kwargs
+    from models.sources import ModelRef
+
+    hub = ModelRef(name="org/model", kind="hub", location="org/model")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert _local_kwargs(hub) == {"local_files_only": True}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert _local_kwargs(hub) == {}
+    assert _local_kwargs(ModelRef("x", "local", "/x")) == {"local_files_only": True}
 
 
 def test_dtype_choice(tiny_llama_dir: Path) -> None:
@@ -124,6 +138,24 @@ def test_adapter_for_another_base_is_refused(tiny_llama_dir: Path, adapter_dir: 
         load_model(str(tiny_llama_dir), adapter=by_manifest)
     with pytest.raises(UserError, match="not a LoRA adapter folder"):
         load_model(str(tiny_llama_dir), adapter=tmp_path)
+
+
+def test_adapter_trained_under_a_former_bundled_name_fits_the_current_one(
+        adapter_dir: Path, tmp_path: Path) -> None:
+    """Adapters trained before the rename name the base qwen2.5-0.5b-instruct (manifest) and
+    its old cache folder (peft); the current name resolves to the same weights."""
+    from models.loading import check_adapter_base
+    from models.sources import ModelRef
+
+    old = _copy(adapter_dir, tmp_path / "old",
+                {"base_model_name_or_path": "/cache/models/qwen2.5-0.5b-instruct"},
+                {"base_model": {"name": "qwen2.5-0.5b-instruct", "kind": "bundled"}})
+    ref = ModelRef("qwen2.5-coder-0.5b-instruct", "bundled",
+                   str(tmp_path / "models" / "qwen2.5-coder-0.5b-instruct"))
+    check_adapter_base(old, ref)
+    other = ModelRef("smollm2-135m-instruct", "bundled", str(tmp_path / "smollm2-135m-instruct"))
+    with pytest.raises(UserError, match="trained on"):
+        check_adapter_base(old, other)
 
 
 def test_adapter_tolerance(tiny_llama_dir: Path, adapter_dir: Path, tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from core.errors import UserError
+from models.backends import make_generator
 from models.gen_openai import OpenAIGenerator
-from models.generation import Decoding, make_generator
+from models.generation import Decoding
 
 Reply = tuple[int, dict[str, Any]]
 

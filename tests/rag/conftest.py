@@ -115,8 +115,13 @@ class CannedGenerator:
     def generate(self, prompts: Sequence[Any], decoding: Decoding = Decoding()
                  ) -> list[Generation]:
         self.calls.append(list(prompts))
-        return [Generation(self.answer(p), sum(self.count_tokens(m["content"]) for m in p), 3,
-                           0.01) for p in prompts]
+        return [Generation(self.answer(p), self.prompt_tokens(p), 3, 0.01) for p in prompts]
+
+    def prompt_tokens(self, prompt: Any) -> int:
+        """Words of a text prompt (an adapter's format) or of chat messages."""
+        if isinstance(prompt, str):
+            return self.count_tokens(prompt)
+        return sum(self.count_tokens(m["content"]) for m in prompt)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         return [0.0 for _ in requests]

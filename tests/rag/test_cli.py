@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import models.generation
+import models.backends
 import rag.cli as cli
 import rag.pipeline as pipeline_mod
 from models.sources import TEST_GENERATOR
@@ -18,7 +18,7 @@ def wired(history_store, canned, monkeypatch):
     gen = canned("Tiradentes foi Joaquim José da Silva Xavier [1].")
     monkeypatch.setattr(pipeline_mod, "open_rag_store", lambda path: history_store)
     monkeypatch.setattr(cli, "open_rag_store", lambda path: history_store)
-    monkeypatch.setattr(models.generation, "make_generator", lambda *a, **k: gen)
+    monkeypatch.setattr(models.backends, "make_generator", lambda *a, **k: gen)
     return gen
 
 

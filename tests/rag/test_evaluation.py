@@ -1,19 +1,16 @@
-"""rag.evaluation: questions JSONL validation and hit@k / recall@k / MRR on hand-computed cases."""
+"""rag.evaluation: hit@k / recall@k / MRR on hand-computed cases, over core.questions records."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from core.errors import UserError
+from core.questions import Question
 from rag.evaluation import (
-    EvalQuestion,
     evaluate_retrievers,
     format_table,
     missing_gold_titles,
     question_scores,
-    read_questions,
     resolve_title,
 )
 
@@ -32,42 +29,12 @@ def test_resolve_title_follows_redirects_and_first_letter_case() -> None:
     assert resolve_title("tiradentes", aliases) == "Tiradentes"
 
 
-def write(tmp_path, lines):
-    path = tmp_path / "q.jsonl"
-    path.write_text("\n".join(lines) + "\n", "utf-8")
-    return path
-
-
-def test_read_questions_reports_every_bad_line(tmp_path) -> None:
-    good = json.dumps({"id": "a", "question": "Quem?", "gold_titles": ["Tiradentes"]})
-    path = write(tmp_path, [good, "{oops", "", json.dumps({"id": "b", "question": " "}),
-                            json.dumps(["x"]), json.dumps({"id": "c", "question": "Q",
-                                                           "gold_titles": "Tiradentes"}), good])
-    with pytest.raises(UserError) as err:
-        read_questions(path)
-    message = str(err.value)
-    assert "4 bad line(s)" in message
-    for n in (2, 4, 5, 6):
-        assert f"line {n}:" in message
-    assert "line 1:" not in message and "line 7:" not in message
-    with pytest.raises(UserError, match="does not exist"):
-        read_questions(tmp_path / "none.jsonl")
-
-
-def test_read_questions_ok(tmp_path) -> None:
-    path = write(tmp_path, [json.dumps({"id": 1, "question": " Quem? ", "gold_titles": ["T"],
-                                        "answers": ["x"]}),
-                            json.dumps({"id": "2", "question": "Sem ouro"})])
-    assert read_questions(path) == [EvalQuestion("1", "Quem?", ("T",)),
-                                    EvalQuestion("2", "Sem ouro", ())]
-
-
 QUESTIONS = [
-    EvalQuestion("q1", "Quem foi Tiradentes?", ("Tiradentes",)),
-    EvalQuestion("q2", "Quando a escravidão foi abolida pela Lei Áurea?", ("lei áurea",)),
-    EvalQuestion("q3", "Quem outorgou a constituição?", ("Dom Pedro I", "Constituição "
-                                                          "brasileira de 1824")),
-    EvalQuestion("q4", "Pergunta sem ouro", ()),
+    Question("q1", "Quem foi Tiradentes?", gold_titles=("Tiradentes",)),
+    Question("q2", "Quando a escravidão foi abolida pela Lei Áurea?", gold_titles=("lei áurea",)),
+    Question("q3", "Quem outorgou a constituição?",
+             gold_titles=("Dom Pedro I", "Constituição brasileira de 1824")),
+    Question("q4", "Pergunta sem ouro"),
 ]
 
 

@@ -64,3 +64,31 @@ def test_generator_runnable_and_message_conversion(canned) -> None:
     assert to_chat("oi") == [{"role": "user", "content": "oi"}]
     assert to_chat([AIMessage(content="a")]) == [{"role": "assistant", "content": "a"}]
     assert model.batch([]) == []
+
+
+def test_from_store_takes_a_store_dir(tmp_path) -> None:
+    from core.paths import sample_dump
+    from ingest.build import build_store
+    from ingest.config import IngestConfig
+
+    store = build_store(sample_dump(), tmp_path / "store",
+                        IngestConfig(embedder="hashing", workers=0, limit=3), progress=False)
+    for where in (store, str(store)):
+        docs = StoreRetriever.from_store(where, "hybrid", k=2, progress=False).invoke("Brasília")
+        assert docs and docs[0].metadata["title"] == "Brasília"
+
+
+def test_chain_over_a_pipeline_sends_the_adapters_format(history_store, canned) -> None:
+    from models.formats import get_format
+    from rag.pipeline import RagConfig, RagPipeline
+
+    gen = canned("ok [1]")
+    pipe = RagPipeline(history_store, gen, RagConfig(k=2, progress=False),
+                       fmt=get_format("llama2"))
+    assert make_chain(None, pipe).invoke("Quem foi Tiradentes?") == "ok [1]"
+    [prompt] = gen.calls[-1]
+    [expected] = pipe.prompts(["Quem foi Tiradentes?"], pipe.retrieve(["Quem foi Tiradentes?"]),
+                              max_new_tokens=128)
+    assert prompt == expected and prompt.startswith("[INST] Você é") and "[1] Tiradentes" in prompt
+    out = make_chain(None, pipe, template="short", with_sources=True).invoke("Who was Pedro I?")
+    assert out["answer"] == "ok [1]" and "shortest possible answer" in gen.calls[-1][0]

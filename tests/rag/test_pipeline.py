@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import rag.pipeline as pipeline_mod
@@ -93,22 +95,86 @@ def test_missing_default_store_says_how_to_build_it(tmp_path, monkeypatch) -> No
     assert str(tmp_path / "stores" / "sample") in message and "make demo" in message
 
 
-def test_from_config_builds_the_generator_with_the_adapter(history_store, canned,
-                                                           monkeypatch) -> None:
+def write_adapter(folder, fmt):
+    """An adapter dir as ``finetune train`` leaves it (weights faked: the generator is canned)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps({"prompt_format": {"name": fmt}}))
+    return folder
+
+
+def test_from_config_builds_the_generator_with_the_adapter_and_its_format(
+        history_store, canned, monkeypatch, tmp_path) -> None:
     seen = {}
+    gen = canned()
 
     def fake_make_generator(model, adapter=None, options=None, batch_size=8, base_url=None,
                             progress=True):
         seen.update(model=model, adapter=adapter, four_bit=options.load_in_4bit)
-        return canned()
+        return gen
 
-    import models.generation
+    import models.backends
 
-    monkeypatch.setattr(models.generation, "make_generator", fake_make_generator)
+    adapter = str(write_adapter(tmp_path / "a", "llama2"))
+    monkeypatch.setattr(models.backends, "make_generator", fake_make_generator)
     monkeypatch.setattr(pipeline_mod, "open_rag_store", lambda path: history_store)
-    pipe = RagPipeline.from_config(RagConfig(model="m", adapter="/a", load_in_4bit=True,
+    pipe = RagPipeline.from_config(RagConfig(model="m", adapter=adapter, load_in_4bit=True,
                                              retriever="bm25", progress=False))
-    assert seen == {"model": "m", "adapter": "/a", "four_bit": True}
-    assert pipe.answer(["Quem foi Tiradentes?"])[0].passages[0].title == "Tiradentes"
+    assert seen == {"model": "m", "adapter": adapter, "four_bit": True}
+    [answer] = pipe.answer(["Quem foi Tiradentes?"])
+    assert answer.passages[0].title == "Tiradentes"
+    # the prompt as sent: the template's messages in the adapter's trained format
+    assert isinstance(answer.prompt, str) and answer.prompt.startswith("[INST] Você é")
+    assert "Contexto:\n[1] Tiradentes" in answer.prompt
+    assert answer.prompt.endswith("Pergunta: Quem foi Tiradentes? [/INST]")
+    assert gen.calls[-1] == [answer.prompt] and answer.to_dict()["prompt_format"] == "llama2"
     d = pipe.describe()
     assert d["retrieval"]["retriever"] == "bm25" and d["store_sha256"] == history_store.sha256()
+    assert d["prompt_format"] == "llama2"
+
+
+def test_model_defaults_to_the_default_generator_when_used() -> None:
+    from models.sources import DEFAULT_GENERATOR
+
+    assert RagConfig().model is None and RagConfig().model_name() == DEFAULT_GENERATOR
+    assert RagConfig(model="x").model_name() == "x"
+
+
+def test_format_and_stops_apply_on_both_paths(history_store, canned) -> None:
+    from models.formats import get_format
+
+    gen = canned()
+    pipe = RagPipeline(history_store, gen, RagConfig(progress=False, k=2),
+                       fmt=get_format("mistral"))
+    [closed] = pipe.answer_closed_book(["Quem foi Tiradentes?"], Decoding(max_new_tokens=9))
+    assert closed.prompt.startswith("###Human: Você é um assistente que responde perguntas.")
+    assert closed.prompt.endswith("Pergunta: Quem foi Tiradentes? ###Assistant:")
+    assert closed.passages == [] and closed.retrieved == []
+    assert closed.template_version == "closed-book-1"
+    assert pipe.decoding(Decoding(max_new_tokens=9)).stop == ("###Human:", "### Human:")
+    [built] = pipe.build(["Quem foi Tiradentes?"], pipe.retrieve(["Quem foi Tiradentes?"]))
+    assert built.prompt == get_format("mistral").adapt(built.messages)
+    assert built.messages[1]["content"].startswith("Contexto:\n[1] Tiradentes")
+
+
+def test_explicit_languages_and_given_passages(history_store, canned) -> None:
+    gen = canned()
+    pipe = RagPipeline(history_store, gen, RagConfig(progress=False, template="short"))
+    found = pipe.retrieve(["Quem foi Tiradentes?"])
+    [a] = pipe.answer(["Who was Tiradentes?"], langs=["pt"], passages=found)
+    assert a.lang == "pt" and a.prompt[1]["content"].endswith("Pergunta: Who was Tiradentes?")
+    assert "resposta mais curta possível" in a.prompt[0]["content"]
+    assert a.retrieved == found[0] and a.template_version == "compare-short-1"
+    [c] = pipe.answer_closed_book(["Quem foi Tiradentes?"])
+    assert c.template_version == "compare-short-closed-book-1"
+
+
+def test_store_may_be_a_path_and_closed_book_needs_none(tmp_path, canned, monkeypatch) -> None:
+    opened = []
+    monkeypatch.setattr(pipeline_mod, "open_store", lambda path: opened.append(path) or None)
+    RagPipeline(tmp_path / "store", canned(), RagConfig(progress=False))
+    assert opened == [tmp_path / "store"]
+    pipe = RagPipeline(None, canned(), RagConfig(progress=False))
+    assert pipe.answer_closed_book(["Quem foi Tiradentes?"])[0].text
+    with pytest.raises(UserError, match="no store to retrieve from"):
+        pipe.answer(["Quem foi Tiradentes?"])

@@ -15,11 +15,12 @@ import pytest
 import rag.cli as cli
 from core.errors import UserError
 from core.paths import default_questions, default_store_dir, sample_dump
+from core.questions import read_questions
 from ingest.build import build_store
 from ingest.config import IngestConfig
 from ingest.store import Store
 from models.sources import DEFAULT_EMBEDDER
-from rag.evaluation import evaluate_retrievers, read_questions
+from rag.evaluation import evaluate_retrievers
 from rag.langchain import StoreRetriever, make_chain
 from rag.lexical import BM25_DIR, META_FILE
 from rag.pipeline import RagConfig, RagPipeline

@@ -1,22 +1,11 @@
-"""rag.text: folding, tokens, stopwords, sentence split, language guess."""
+"""rag.text: tokens, stopwords, language guess (folding and sentences: tests/core/test_text.py)."""
 
 from __future__ import annotations
 
-from rag.text import (
-    STOPWORDS,
-    fold,
-    fold_accents,
-    guess_language,
-    ngrams,
-    split_sentences,
-    tokenize,
-    words,
-)
+from rag.text import STOPWORDS, guess_language, ngrams, tokenize, words
 
 
-def test_fold_and_tokenize_drop_accents_case_and_stopwords() -> None:
-    assert fold_accents("Constituição Áurea") == "Constituicao Aurea"
-    assert fold("ÁUREA") == "aurea"
+def test_tokenize_drops_accents_case_and_stopwords() -> None:
     assert tokenize("A Constituição de 1824") == ["constituicao", "1824"]
     assert tokenize("Quem foi Dom Pedro I?") == ["dom", "pedro"]  # "I" is one letter
     assert tokenize("Pedro II") == ["pedro", "ii"]
@@ -36,14 +25,6 @@ def test_guess_language() -> None:
     assert guess_language("Tiradentes?") == "pt"
     assert guess_language("Tiradentes?", default="en") == "en"
     assert guess_language("Qual é a capital?") == "pt"
-
-
-def test_split_sentences_keeps_text() -> None:
-    text = "Primeira frase. Segunda frase!  Terceira? Sem ponto"
-    parts = split_sentences(text)
-    assert "".join(parts) == text
-    assert parts == ["Primeira frase. ", "Segunda frase!  ", "Terceira? ", "Sem ponto"]
-    assert split_sentences("") == []
 
 
 def test_ngrams() -> None:

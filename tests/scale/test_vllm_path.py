@@ -21,8 +21,9 @@ from compare.cli import main as compare_main
 from core.errors import UserError
 from core.paths import default_questions
 from ingest.store import Store
+from models.backends import make_generator
 from models.gen_openai import OpenAIGenerator
-from models.generation import Decoding, make_generator
+from models.generation import Decoding
 
 BASE, LORA = "qwen-base", "brazil-lora"  # what the fake server serves (conftest.FakeVLLM)
 
@@ -126,7 +127,7 @@ def test_the_vllm_chat_template_renders_finetunes_llama2_format(tiny_llama_dir: 
     is prompted with (text requests), so base and fine-tuned differ only in the weights."""
     from transformers import AutoTokenizer
 
-    from finetune.formats import get_format
+    from models.formats import get_format
 
     template = (Path(__file__).resolve().parents[2] / "docs" / "vllm" / "llama2-inst.jinja"
                 ).read_text(encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import UserError
-from finetune.formats import FORMATS, get_format, messages_text
+from models.formats import FORMATS, get_format, messages_text
 
 
 def test_registry_holds_the_four_formats() -> None:

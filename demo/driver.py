@@ -1,7 +1,7 @@
 """The whole pipeline on the embedded default, each step skipped when its output is up to date.
 
-    python -m compare.demo            # what `make demo` runs
-    python -m compare.demo --quiet    # no progress bars
+    python -m demo            # what `make demo` runs
+    python -m demo --quiet    # no progress bars
 
 1. models: materialize the default generator and embedder (once, into the model cache);
 2. ingest the sample dump into the default store (skipped when the store holds this dump);
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from compare.config import ExperimentConfig
+from compare.rundir import read_results, run_dir_for
 from core.cli import add_common_flags, run_cli, setup_logging
 from core.config import config_dict
 from core.errors import UserError
@@ -42,7 +45,14 @@ from core.paths import (
     sample_dump,
 )
 
+log = logging.getLogger(__name__)
+
 TRAIN_PRESET = "cpu-demo"
+# What opening an unfinished or damaged store raises: ``UserError`` (no or corrupt manifest,
+# missing files, a corrupt or short chunks.sqlite), sqlite3 errors the store does not wrap
+# (opening the database), OSError (unreadable files), ValueError (a malformed manifest value).
+# Anything else is a bug and propagates.
+STORE_ERRORS = (UserError, sqlite3.DatabaseError, OSError, ValueError)
 
 
 def pairs_path() -> Path:
@@ -79,7 +89,9 @@ def store_is_current(store_dir: Path, dump: Path) -> bool:
 
     try:
         store = Store.open(store_dir)
-    except Exception:  # an unfinished or corrupt store is rebuilt  # noqa: BLE001
+    except STORE_ERRORS as exc:
+        log.warning("the store %s cannot be opened (%s: %s); it will be rebuilt", store_dir,
+                    type(exc).__name__, exc)
         return False
     try:
         return (store.manifest.get("source") or {}).get("sha256") == sha256_file(dump)
@@ -135,14 +147,14 @@ def ensure_pairs(progress: bool) -> str:
 def ensure_adapter(progress: bool) -> str:
     """Train the cpu-demo adapter unless it was trained on these pairs with this preset (in a
     child process, so the training's memory is not counted in the comparison's peaks)."""
-    from finetune.adapter import read_manifest
     from finetune.config import train_config
+    from models.adapters import read_manifest
 
     out, pairs, config = default_adapter_dir(), pairs_path(), train_config(TRAIN_PRESET)
     if (out / "manifest.json").is_file():
         manifest = read_manifest(out)
         if ((manifest.get("pairs") or {}).get("sha256") == sha256_file(pairs)
-                and manifest.get("config") == config_dict(config)):
+                and current_names(manifest.get("config")) == config_dict(config)):
             return f"adapter {out} is up to date (skipped)"
     resume = (out / "checkpoints").is_dir() and not (out / "manifest.json").is_file()
     child("finetune.cli", ["train", "--config", TRAIN_PRESET, "--pairs", str(pairs), "--out",
@@ -150,6 +162,16 @@ def ensure_adapter(progress: bool) -> str:
     t = read_manifest(out).get("training") or {}
     return (f"trained {t.get('global_step')} steps, loss {_num(t.get('first_loss'))} -> "
             f"{_num(t.get('last_loss'))} -> {out}")
+
+
+def current_names(config: Any) -> Any:
+    """A recorded training config with a bundled model's former name read as its current one
+    (an adapter trained before the rename is still up to date: same weights)."""
+    from models.bundled import BUNDLED
+
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        return config
+    return {**config, "model": BUNDLED.aliases.get(config["model"], config["model"])}
 
 
 def _num(value: Any) -> str:
@@ -168,12 +190,10 @@ def child(module: str, argv: list[str], progress: bool) -> None:
 def run_compare(progress: bool, out: Path, holder: dict[str, Any]) -> str:
     """``compare run`` of the default experiment in a child process (clean memory figures);
     remembers the run dir in ``holder``."""
-    from compare.runner import run_dir_for
-
     run_dir = run_dir_for(out)
     child("compare.cli", ["run", "--out", str(run_dir)], progress)
     holder["run_dir"] = run_dir
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     cost = results["latency"]
     cached = sum(c["cached"] for c in cost.values())
     total = sum(c["n"] for c in cost.values())
@@ -182,7 +202,7 @@ def run_compare(progress: bool, out: Path, holder: dict[str, Any]) -> str:
 
 def summary(run_dir: Path) -> list[str]:
     """The headline: each system's EM/F1 with 95% CIs, then each system vs base, paired."""
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     metrics, lines = results["metrics"], []
     for col in results["columns"]:
         em, f1 = metrics["exact_match"].get(col), metrics["f1"].get(col)
@@ -192,8 +212,9 @@ def summary(run_dir: Path) -> list[str]:
     paired = {(p["a"], p["b"], p["metric"]): p for p in results["paired"]}
     for col in results["columns"]:
         parts = [_versus_base(paired, col, m) for m in ("exact_match", "f1")]
-        if all(parts):
-            lines.append(f"{col} vs base: " + "; ".join(parts))
+        stated = [p for p in parts if p is not None]
+        if len(stated) == len(parts):
+            lines.append(f"{col} vs base: " + "; ".join(stated))
     return lines
 
 
@@ -212,7 +233,7 @@ def _versus_base(paired: dict[tuple[str, str, str], dict[str, Any]], col: str, m
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m compare.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "demo",
                    help="run dir (a finished one is never overwritten: -2, -3 … are used)")
@@ -223,7 +244,9 @@ def _parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(quiet=True, verbose=args.verbose)  # the steps print; library logs stay quiet
-    progress, timings, holder = not args.quiet, {}, {}
+    progress = not args.quiet
+    timings: dict[str, float] = {}
+    holder: dict[str, Any] = {}
     cfg = ExperimentConfig()
     started = time.perf_counter()
     step("models", lambda: ensure_models(cfg), timings)
@@ -242,9 +265,5 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m compare.demo``."""
+    """Entry point of ``python -m demo``."""
     return run_cli(_main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

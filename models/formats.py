@@ -1,13 +1,14 @@
 """Prompt formats as a registry: how an (instruction, input, output) triple becomes text.
 
-The same ``Format`` serves training and inference. At training time ``dataset.py`` tokenizes
-``prompt`` and ``completion`` separately (loss on the completion only) and appends the tokenizer's
-EOS token id; at inference ``inference_prompt`` gives exactly the prompt the model was trained on,
-in the form ``models.generation.Generator.generate`` takes (plain text, or chat messages rendered
-with the tokenizer's chat template), and ``adapt`` turns any prompt a caller built for a chat model
-(rag's messages, a bare question) into this format. The adapter's ``manifest.json`` records the
-format's name; ``finetune.adapter.adapter_format`` looks it up again and
-``finetune.inference.AdapterGenerator`` applies it to every prompt automatically.
+The same ``Format`` serves training and inference. At training time ``finetune.dataset``
+tokenizes ``prompt`` and ``completion`` separately (loss on the completion only) and appends the
+tokenizer's EOS token id; at inference ``inference_prompt`` gives exactly the prompt the model
+was trained on, in the form ``models.generation.Generator.generate`` takes (plain text, or chat
+messages rendered with the tokenizer's chat template), and ``adapt`` turns any prompt a caller
+built for a chat model (rag's messages, a bare question) into this format. The adapter's
+``manifest.json`` records the format's name; ``models.adapters.adapter_format`` looks it up again,
+``rag.pipeline.RagPipeline`` applies it to the prompts it sends, and
+``models.adapters.AdapterGenerator`` applies it to every prompt automatically.
 
 BOS is never written into the text: the tokenizer adds it (Llama's ``<s>``), exactly as the
 generator does for a plain-text prompt; so ``llama2`` renders ``[INST] q [/INST] a </s>`` and
@@ -16,12 +17,14 @@ tokenizes to the published ``<s>[INST] q [/INST] a </s>``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from core.registry import Registry
+from models.generation import Decoding
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -78,6 +81,13 @@ class Format:
         if self.build is None:
             return [dict(m) for m in prompt]
         return self.prompt(messages_text(prompt))
+
+    def with_stops(self, decoding: Decoding) -> Decoding:
+        """``decoding`` plus this format's stop strings (a text format's next-turn markers)."""
+        if not self.stop:
+            return decoding
+        return dataclasses.replace(decoding, stop=tuple(dict.fromkeys((*decoding.stop,
+                                                                        *self.stop))))
 
     def completion(self, output: str) -> str:
         """The answer text as trained (its prefix included; EOS is appended as a token id)."""

@@ -1,0 +1,180 @@
+"""One copy of a model's weights shared by several generators, loaded only when needed.
+
+A ``ModelSlot`` holds one base model. Generators without the adapter use it as it is; the first
+generator with a LoRA adapter attaches it to the SAME weights once (peft injects its layers in
+place), so base + adapter costs one model's memory. After the adapter is attached, adapter-off
+generation runs inside peft's ``disable_adapter()`` context, which gives the base model's outputs
+exactly. ``SlotGenerator`` is the ``Generator`` over a slot, with or without its adapter.
+
+The model name is resolved once (``ref``) and its tokenizer loaded once; both are handed to the
+weights' loading. Nothing heavy happens at construction: the identity that keys a generation
+cache (weights fingerprint, adapter sha256, load options, library versions) is computed from
+files, the tokenizer (for prompt budgets) and the config (for the window) load on first use, and
+the weights load only when something has to be generated or scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import UserError
+from core.versions import package_versions
+from models.adapters import adapter_identity
+from models.generation import Decoding, Generation, Prompt
+from models.loading import LoadOptions
+
+if TYPE_CHECKING:
+    from models.gen_transformers import TransformersGenerator
+    from models.sources import ModelRef
+
+log = logging.getLogger(__name__)
+
+VERSIONED = ("torch", "transformers", "peft")
+
+
+class ModelSlot:
+    """One in-process model shared by the generators on it, with an optional LoRA adapter."""
+
+    def __init__(self, name: str | Path, options: LoadOptions = LoadOptions(),
+                 batch_size: int = 8, progress: bool = True) -> None:
+        self.name, self.options = str(name), options
+        self.batch_size, self.progress = batch_size, progress
+        self.model: Any = None
+        self.adapter: Path | None = None
+        self._generator: TransformersGenerator | None = None
+        self.load_s = 0.0  # seconds spent loading weights and attaching adapters
+
+    @cached_property
+    def ref(self) -> ModelRef:
+        """The resolved model (a bundled model is materialized here, once)."""
+        from models.loading import resolve
+
+        return resolve(self.name)
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's outputs, short of the prompt and decoding."""
+        from models.loading import model_fingerprint_of
+
+        return {"backend": "transformers", "model": self.name,
+                "fingerprint": model_fingerprint_of(self.ref),
+                "load": dataclasses.asdict(self.options),
+                "versions": package_versions(VERSIONED)}
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The tokenizer alone (cheap): prompt budgets need it, generation may not."""
+        from models.loading import load_tokenizer
+
+        return load_tokenizer(self.ref, self.options.trust_remote_code)
+
+    @cached_property
+    def context_window(self) -> int:
+        """The window ``TransformersGenerator`` will report, from the config file alone."""
+        from models.loading import context_window_of, model_config
+
+        config = model_config(self.ref, self.options.trust_remote_code)
+        return context_window_of(config, self.tokenizer)
+
+    def load(self) -> None:
+        """Load the weights now (they otherwise load when first needed)."""
+        if self.model is not None:
+            return
+        from models.loading import load_model
+
+        log.info("loading %s weights", self.name)
+        start = time.perf_counter()
+        self.model, _ = load_model(self.ref, self.options, tokenizer=self.tokenizer)
+        self._generator = None
+        self.load_s += time.perf_counter() - start
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Generate ``batch_size`` prompts at a time from now on."""
+        self.batch_size, self._generator = batch_size, None
+
+    def _attach(self, adapter: Path) -> None:
+        if self.adapter is not None:
+            if self.adapter != adapter:
+                raise UserError(f"{self.name} already carries adapter {self.adapter}; one "
+                                f"adapter per model in one experiment (asked for {adapter})")
+            return
+        from models.loading import attach_adapter
+
+        start = time.perf_counter()
+        self.model = attach_adapter(self.model, self.ref, adapter)
+        self.model.eval()
+        self.adapter, self._generator = adapter, None
+        self.load_s += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def active(self, adapter: Path | None) -> Iterator[TransformersGenerator]:
+        """The in-process generator with ``adapter`` on (or, if one is attached, off)."""
+        self.load()
+        if adapter is not None:
+            self._attach(adapter)
+        if self._generator is None:
+            from models.gen_transformers import TransformersGenerator
+
+            self._generator = TransformersGenerator(
+                self.model, self.tokenizer, batch_size=self.batch_size, name=self.name,
+                progress=self.progress, trust_remote_code=self.options.trust_remote_code)
+        off = adapter is None and self.adapter is not None
+        with self.model.disable_adapter() if off else contextlib.nullcontext():
+            yield self._generator
+
+    def close(self) -> None:
+        """Drop the weights."""
+        self.model, self._generator = None, None
+        gc.collect()
+
+
+class SlotGenerator:
+    """A ``Generator`` over a ``ModelSlot``, with or without the slot's adapter."""
+
+    def __init__(self, slot: ModelSlot, adapter: str | Path | None = None) -> None:
+        self.slot = slot
+        self.adapter = Path(adapter).expanduser() if adapter is not None else None
+        self.name = slot.name if self.adapter is None else f"{slot.name}+{self.adapter.name}"
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """The slot's identity plus the adapter's (None for the bare model)."""
+        adapter = adapter_identity(self.adapter) if self.adapter is not None else None
+        return {**self.slot.identity, "adapter": adapter}
+
+    @property
+    def context_window(self) -> int:
+        """The model's window."""
+        return self.slot.context_window
+
+    @property
+    def load_s(self) -> float:
+        """Seconds the shared slot spent loading weights (not part of any answer's latency)."""
+        return self.slot.load_s
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` without special tokens (the tokenizer only)."""
+        return len(self.slot.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
+                 ) -> list[Generation]:
+        """Generate with the adapter on or off (loads the weights on first use)."""
+        with self.slot.active(self.adapter) as gen:
+            return gen.generate(prompts, decoding)
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Continuation log-likelihoods with the adapter on or off (one forward pass per
+        context for one-token continuations, as lm-evaluation-harness does)."""
+        with self.slot.active(self.adapter) as gen:
+            return gen.grouped_loglikelihood(requests)
+
+
+__all__ = ["VERSIONED", "ModelSlot", "SlotGenerator"]
