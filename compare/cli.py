@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", help="generation cache file (default: in the model cache dir)")
     run.add_argument("--base-url", help="OpenAI-compatible server answering for every system")
     run.add_argument("--load-in-4bit", action="store_true", default=None)
+    run.add_argument("--backend", choices=("auto", "transformers", "llamacpp"),
+                     help="what generates (default transformers; auto: llama.cpp for a model "
+                     "that ships as GGUF, on a CPU); multiple-choice scoring stays transformers'")
     run.add_argument("--seed", type=int)
     rep = sub.add_parser("report", help="re-render a run's report")
     rep.add_argument("run", type=Path)
@@ -92,7 +95,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         "context_tokens": args.context_tokens,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
         "mc_mode": args.mc_mode, "judge": args.judge, "base_url": args.base_url,
-        "load_in_4bit": args.load_in_4bit, "seed": args.seed, "template": args.template,
+        "load_in_4bit": args.load_in_4bit, "backend": args.backend, "seed": args.seed,
+        "template": args.template,
         "lang": args.lang, "cache": args.cache,
     }
     return canonical_models(load_config(ExperimentConfig, args.config, **overrides))

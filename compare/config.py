@@ -56,6 +56,8 @@ class ExperimentConfig:
     base_url: str | None = None
     load_in_4bit: bool = False
     dtype: str = "auto"
+    backend: str = "transformers"  # what generates: transformers | llamacpp | auto (llama.cpp
+    # for a GGUF model on a CPU); multiple-choice log-likelihood is transformers' on every backend
     cache: str | None = None  # generation cache (sqlite); None: <cache>/compare/generations.sqlite
     seed: int = 0
     title: str = "RAG vs fine-tuning: Brazilian history"
@@ -114,7 +116,7 @@ class ExperimentConfig:
                          context_tokens=self.context_tokens, rrf_k=self.rrf_k,
                          title_boost=self.title_boost, reranker=self.reranker,
                          base_url=self.base_url, load_in_4bit=self.load_in_4bit,
-                         batch_size=self.batch_size, progress=progress)
+                         backend=self.backend, batch_size=self.batch_size, progress=progress)
 
     def adapter_for(self, model: str) -> str:
         """The adapter dir for ``model`` (the default adapter belongs to the default model)."""

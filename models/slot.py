@@ -32,6 +32,7 @@ from models.generation import Decoding, Generation, Prompt
 from models.loading import LoadOptions
 
 if TYPE_CHECKING:
+    from models.gen_llamacpp import LlamaCppGenerator
     from models.gen_transformers import TransformersGenerator
     from models.sources import ModelRef
 
@@ -44,13 +45,61 @@ class ModelSlot:
     """One in-process model shared by the generators on it, with an optional LoRA adapter."""
 
     def __init__(self, name: str | Path, options: LoadOptions = LoadOptions(),
-                 batch_size: int = 8, progress: bool = True) -> None:
+                 batch_size: int = 8, progress: bool = True, backend: str = "transformers"
+                 ) -> None:
         self.name, self.options = str(name), options
         self.batch_size, self.progress = batch_size, progress
         self.model: Any = None
         self.adapter: Path | None = None
         self._generator: TransformersGenerator | None = None
         self.load_s = 0.0  # seconds spent loading weights and attaching adapters
+        self.backend = backend  # what generates: auto | transformers | llamacpp
+        self._llama: LlamaCppGenerator | None = None
+        self._attached = False  # whether ``adapter`` is attached to the transformers weights
+
+    @cached_property
+    def generates_with(self) -> str:
+        """The backend that generates ("auto" resolved by ``models.backends.choose_backend``);
+        log-likelihood scoring is always transformers' (llama.cpp does not score a given
+        continuation)."""
+        from models.backends import choose_backend
+
+        return choose_backend(self.ref, self.backend, self.options, self.adapter)
+
+    def register(self, adapter: Path | None) -> None:
+        """Note the adapter a generator on this slot will use (llama.cpp loads every LoRA when
+        it starts; one adapter per model in one experiment, as on transformers)."""
+        if adapter is None:
+            return
+        if self.adapter is not None and self.adapter != adapter:
+            raise UserError(f"{self.name} already carries adapter {self.adapter}; one "
+                            f"adapter per model in one experiment (asked for {adapter})")
+        if self._llama is not None and self.adapter is None:
+            raise UserError(f"{self.name} is already running on llama.cpp without an adapter")
+        self.adapter = adapter
+
+    def llama(self, adapter: Path | None) -> LlamaCppGenerator:
+        """The llama.cpp generator of this slot, with ``adapter`` on (or off)."""
+        self.register(adapter)
+        if self._llama is None:
+            from models.backends import gguf_of
+            from models.gen_llamacpp import LlamaCppGenerator
+            from models.loading import check_adapter_base
+            from models.lora_gguf import export_lora_gguf
+
+            gguf = gguf_of(self.ref)
+            assert gguf is not None  # generates_with checked it
+            loras = []
+            if self.adapter is not None:
+                check_adapter_base(self.adapter, self.ref)
+                loras.append(export_lora_gguf(self.adapter, gguf))
+            start = time.perf_counter()
+            self._llama = LlamaCppGenerator(gguf, self.tokenizer, name=self.name,
+                                            parallel=self.batch_size, progress=self.progress,
+                                            loras=loras)
+            self._llama.server()
+            self.load_s += time.perf_counter() - start
+        return self._llama.with_adapter(0 if adapter is not None else None)
 
     @cached_property
     def ref(self) -> ModelRef:
@@ -64,6 +113,16 @@ class ModelSlot:
         """What determines this model's outputs, short of the prompt and decoding."""
         from models.loading import model_fingerprint_of
 
+        if self.generates_with == "llamacpp":
+            from models.backends import gguf_of
+
+            gguf = gguf_of(self.ref)
+            return {"backend": "llamacpp", "model": self.name,
+                    "fingerprint": model_fingerprint_of(self.ref),
+                    "gguf": gguf.name if gguf else None,
+                    "scoring": {"backend": "transformers",
+                                "load": dataclasses.asdict(self.options)},
+                    "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,
                 "fingerprint": model_fingerprint_of(self.ref),
                 "load": dataclasses.asdict(self.options),
@@ -78,11 +137,17 @@ class ModelSlot:
 
     @cached_property
     def context_window(self) -> int:
-        """The window ``TransformersGenerator`` will report, from the config file alone."""
+        """The window the generating backend will report (transformers': from the config file
+        alone; llama.cpp's: what each of its sequences may hold)."""
         from models.loading import context_window_of, model_config
 
         config = model_config(self.ref, self.options.trust_remote_code)
-        return context_window_of(config, self.tokenizer)
+        window = context_window_of(config, self.tokenizer)
+        if self.generates_with == "llamacpp":
+            from models.gen_llamacpp import DEFAULT_CONTEXT
+
+            window = min(window, DEFAULT_CONTEXT)
+        return window
 
     def load(self) -> None:
         """Load the weights now (they otherwise load when first needed)."""
@@ -101,17 +166,15 @@ class ModelSlot:
         self.batch_size, self._generator = batch_size, None
 
     def _attach(self, adapter: Path) -> None:
-        if self.adapter is not None:
-            if self.adapter != adapter:
-                raise UserError(f"{self.name} already carries adapter {self.adapter}; one "
-                                f"adapter per model in one experiment (asked for {adapter})")
+        self.register(adapter)
+        if self._attached:
             return
         from models.loading import attach_adapter
 
         start = time.perf_counter()
         self.model = attach_adapter(self.model, self.ref, adapter)
         self.model.eval()
-        self.adapter, self._generator = adapter, None
+        self._attached, self._generator = True, None
         self.load_s += time.perf_counter() - start
 
     @contextlib.contextmanager
@@ -126,13 +189,14 @@ class ModelSlot:
             self._generator = TransformersGenerator(
                 self.model, self.tokenizer, batch_size=self.batch_size, name=self.name,
                 progress=self.progress, trust_remote_code=self.options.trust_remote_code)
-        off = adapter is None and self.adapter is not None
+        off = adapter is None and self._attached
         with self.model.disable_adapter() if off else contextlib.nullcontext():
             yield self._generator
 
     def close(self) -> None:
-        """Drop the weights."""
-        self.model, self._generator = None, None
+        """Drop the weights (and llama.cpp's copy)."""
+        self.model, self._generator, self._llama = None, None, None
+        self._attached = False
         gc.collect()
 
 
@@ -143,6 +207,7 @@ class SlotGenerator:
         self.slot = slot
         self.adapter = Path(adapter).expanduser() if adapter is not None else None
         self.name = slot.name if self.adapter is None else f"{slot.name}+{self.adapter.name}"
+        slot.register(self.adapter)
 
     @cached_property
     def identity(self) -> dict[str, Any]:
@@ -166,7 +231,10 @@ class SlotGenerator:
 
     def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
                  ) -> list[Generation]:
-        """Generate with the adapter on or off (loads the weights on first use)."""
+        """Generate with the adapter on or off (loads the weights on first use), on the slot's
+        generating backend."""
+        if self.slot.generates_with == "llamacpp":
+            return self.slot.llama(self.adapter).generate(prompts, decoding)
         with self.slot.active(self.adapter) as gen:
             return gen.generate(prompts, decoding)
 

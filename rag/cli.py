@@ -24,6 +24,7 @@ from pathlib import Path
 from core.cli import add_common_flags, run_cli, setup_logging
 from core.config import load_config
 from core.questions import read_questions
+from models.backends import BACKENDS
 from models.sources import DEFAULT_GENERATOR
 from rag.evaluation import evaluate_retrievers, format_table
 from rag.passages import DEDUP_MODES
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--reranker", help="local cross-encoder folder (optional)")
     ask.add_argument("--base-url", help="OpenAI-compatible server instead of in-process")
     ask.add_argument("--load-in-4bit", action="store_true", default=None)
+    ask.add_argument("--backend", choices=BACKENDS, help="auto (default: llama.cpp for a model "
+                     "that ships as GGUF, on a CPU, without an adapter; else transformers), "
+                     "transformers or llamacpp")
     ask.add_argument("--json", action="store_true", help="one JSON object per question")
     add_common_flags(ask)
     ev = sub.add_parser("eval-retrieval", help="hit@k, recall@k, MRR against gold_titles")
@@ -79,7 +83,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                          dedup=args.dedup, lang=args.lang, template=args.template,
                          max_new_tokens=args.max_new_tokens, context_tokens=args.context_tokens,
                          reranker=args.reranker, base_url=args.base_url,
-                         load_in_4bit=args.load_in_4bit, progress=not args.quiet)
+                         load_in_4bit=args.load_in_4bit, backend=args.backend,
+                         progress=not args.quiet)
     answers = RagPipeline.from_config(config).answer(args.questions)
     for i, answer in enumerate(answers):
         if args.json:

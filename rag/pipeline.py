@@ -59,6 +59,7 @@ class RagConfig:
     reranker: str | None = None  # a local cross-encoder folder; None: no reranking
     base_url: str | None = None  # an OpenAI-compatible server instead of in-process
     load_in_4bit: bool = False
+    backend: str = "auto"  # auto (llama.cpp for a GGUF model on a CPU) | transformers | llamacpp
     batch_size: int = 8
     progress: bool = True
 
@@ -69,6 +70,10 @@ class RagConfig:
             raise UserError(f"unknown dedup mode {self.dedup!r}; use {', '.join(DEDUP_MODES)}")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        from models.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
         if self.context_tokens is not None and self.context_tokens < 1:
             raise UserError(f"context_tokens must be at least 1, not {self.context_tokens}")
         template = load_template(self.template)
@@ -199,7 +204,7 @@ class RagPipeline:
         generator = make_generator(config.model_name(), adapter=config.adapter,
                                    options=LoadOptions(load_in_4bit=config.load_in_4bit),
                                    batch_size=config.batch_size, base_url=config.base_url,
-                                   progress=config.progress)
+                                   progress=config.progress, backend=config.backend)
         return cls(store, generator, config, fmt=fmt)
 
     # --- the steps -----------------------------------------------------------------------

@@ -109,8 +109,8 @@ def test_from_config_builds_the_generator_with_the_adapter_and_its_format(
     gen = canned()
 
     def fake_make_generator(model, adapter=None, options=None, batch_size=8, base_url=None,
-                            progress=True):
-        seen.update(model=model, adapter=adapter, four_bit=options.load_in_4bit)
+                            progress=True, backend="auto"):
+        seen.update(model=model, adapter=adapter, four_bit=options.load_in_4bit, backend=backend)
         return gen
 
     import models.backends
@@ -119,8 +119,9 @@ def test_from_config_builds_the_generator_with_the_adapter_and_its_format(
     monkeypatch.setattr(models.backends, "make_generator", fake_make_generator)
     monkeypatch.setattr(pipeline_mod, "open_rag_store", lambda path: history_store)
     pipe = RagPipeline.from_config(RagConfig(model="m", adapter=adapter, load_in_4bit=True,
-                                             retriever="bm25", progress=False))
-    assert seen == {"model": "m", "adapter": adapter, "four_bit": True}
+                                             retriever="bm25", progress=False,
+                                             backend="transformers"))
+    assert seen == {"model": "m", "adapter": adapter, "four_bit": True, "backend": "transformers"}
     [answer] = pipe.answer(["Quem foi Tiradentes?"])
     assert answer.passages[0].title == "Tiradentes"
     # the prompt as sent: the template's messages in the adapter's trained format

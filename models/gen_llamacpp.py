@@ -1,0 +1,228 @@
+"""In-process llama.cpp generation (the ``xllamacpp`` binding): the GGUF as shipped, no fp32 copy.
+
+``LlamaCppGenerator`` loads a GGUF file into llama.cpp's own server loop (in this process, no
+HTTP) and sends every prompt of a ``generate`` call at once from a thread pool: llama.cpp's
+continuous batching decodes up to ``parallel`` sequences together, each slot freed as soon as its
+answer ends. Chat prompts go through the chat template stored in the GGUF (rendered by llama.cpp's
+jinja engine, the same template transformers applies to the converted model); plain-text prompts
+are completed as they are. Greedy and sampled decoding are supported with the ``Decoding``'s
+temperature, top-p, top-k, seed and stop strings; every request carries its own seed, so a sampled
+answer does not depend on which prompts shared its batch. Beam search, contrastive search and
+best-of-n are refused (``STRATEGIES``), and so is continuation scoring: llama.cpp's completion
+endpoint gives log-probabilities of sampled tokens, not of a given continuation, so multiple-choice
+log-likelihood stays on transformers.
+
+    gen = LlamaCppGenerator(gguf_path, tokenizer, name="qwen2.5-coder-0.5b-instruct")
+    gen.generate([[{"role": "user", "content": "Quem foi Tiradentes?"}]], Decoding())
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from core.errors import UserError
+from models.generation import Decoding, Generation, Prompt, apply_stop
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("greedy", "sample")  # what this backend decodes; the others are refused
+DEFAULT_PARALLEL = 8
+DEFAULT_CONTEXT = 4096
+
+
+def gguf_context_length(path: Path) -> int | None:
+    """The training context length a GGUF file declares (``<arch>.context_length``)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        return None
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    field = reader.fields.get(f"{arch}.context_length")
+    return int(field.parts[field.data[0]][0]) if field is not None else None
+
+
+def binding_available() -> bool:
+    """Whether the llama.cpp binding (``xllamacpp``) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+class LlamaCppGenerator:
+    """A ``Generator`` over llama.cpp in this process (see the module docstring).
+
+    ``tokenizer`` (a transformers tokenizer of the same model) counts tokens for prompt budgets;
+    ``parallel`` is the number of sequences decoded together; ``context`` the tokens each of them
+    may hold (prompt + answer; default: the model's own length, capped at 4096); ``threads`` the
+    CPU threads (default: every core this process may use).
+    """
+
+    strategies = STRATEGIES
+
+    def __init__(self, gguf: str | Path, tokenizer: Any, *, name: str | None = None,
+                 parallel: int = DEFAULT_PARALLEL, context: int | None = None,
+                 threads: int | None = None, progress: bool = True,
+                 loras: Sequence[str | Path] = ()) -> None:
+        if parallel < 1:
+            raise UserError(f"parallel must be at least 1, not {parallel}")
+        self.path = Path(gguf).expanduser()
+        if not self.path.is_file():
+            raise UserError(f"{self.path} is not a GGUF file; pass a bundled model name or the "
+                            "path of a .gguf file")
+        if not binding_available():
+            raise UserError("the llama.cpp backend needs the xllamacpp package: "
+                            "pip install xllamacpp (or use --backend transformers)")
+        self.tokenizer, self.name = tokenizer, name or self.path.stem
+        self.parallel, self.progress = parallel, progress
+        declared = gguf_context_length(self.path) or DEFAULT_CONTEXT
+        self._window = min(context or min(declared, DEFAULT_CONTEXT), declared)
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.loras = tuple(Path(p) for p in loras)
+        self.active: int | None = None  # which of ``loras`` answers (None: the base model)
+        self._shared: dict[str, Any] = {}  # the server, shared with ``with_adapter`` views
+
+    def with_adapter(self, index: int | None, name: str | None = None) -> LlamaCppGenerator:
+        """A generator on the SAME loaded model answering with LoRA ``index`` of ``loras`` on
+        (``None``: the base model): one model in memory serves base and fine-tuned, the
+        adapter applied per request."""
+        if index is not None and not 0 <= index < len(self.loras):
+            raise ValueError(f"no LoRA {index}: this model was loaded with {len(self.loras)}")
+        view = copy.copy(self)
+        view.active, view.name = index, name or self.name
+        return view
+
+    # --- the Generator protocol ----------------------------------------------------------
+
+    @property
+    def context_window(self) -> int:
+        """Tokens one sequence may hold (prompt + answer)."""
+        return self._window
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` without special tokens (the model's own tokenizer)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
+                 ) -> list[Generation]:
+        """One answer per prompt, all prompts in flight at once (continuous batching)."""
+        check_strategy(decoding)
+        if not prompts:
+            return []
+        server = self.server()
+        requests = [self._request(p, decoding) for p in prompts]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            futures = [pool.submit(_call, server, r) for r in requests]
+            replies = [f.result() for f in tqdm(futures, desc=f"generating ({self.name})",
+                                                unit="answer", disable=not self.progress
+                                                or len(futures) <= self.parallel)]
+        each = (time.perf_counter() - start) / len(prompts)
+        return [self._generation(r, decoding, each) for r in replies]
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], top: int = 5
+                            ) -> list[dict[int, float]]:
+        """The ``top`` most likely first answer tokens of each prompt, ``{token id: log-prob}``
+        (what llama.cpp's sampler reports; used to check it against transformers)."""
+        server = self.server()
+        requests = []
+        for prompt in prompts:
+            kind, body = self._request(prompt, Decoding(max_new_tokens=1))
+            extra = ({"logprobs": True, "top_logprobs": top} if kind == "chat"
+                     else {"n_probs": top})
+            requests.append((kind, {**body, **extra}))
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            replies = list(pool.map(lambda r: _call(server, r), requests))
+        return [{int(t["id"]): float(t["logprob"])
+                 for t in r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+                for r in replies]
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """Refused: llama.cpp does not score a given continuation (see the module docstring)."""
+        raise UserError("the llama.cpp backend does not score continuations (multiple-choice "
+                        "log-likelihood); use --backend transformers for it")
+
+    # --- llama.cpp -----------------------------------------------------------------------
+
+    def server(self) -> Any:
+        """llama.cpp's server loop for this model, started on first use."""
+        if "server" not in self._shared:
+            import xllamacpp
+
+            params = xllamacpp.CommonParams()
+            params.model.path = str(self.path)
+            params.n_parallel = self.parallel
+            params.n_ctx = self._window * self.parallel  # the KV cache is shared by the slots
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+            params.use_jinja = True  # the GGUF's chat template, as transformers renders it
+            params.warmup = False
+            params.verbosity = -1  # errors only (its per-request timings stay quiet)
+            if self.loras:
+                infos = []
+                for path in self.loras:
+                    info = xllamacpp.CommonAdapterLoraInfo()
+                    info.path, info.scale = str(path), 0.0
+                    infos.append(info)
+                params.lora_adapters = infos
+                params.lora_init_without_apply = True  # each request says which one is on
+            log.info("loading %s into llama.cpp (%d slots of %d tokens, %d threads)",
+                     self.path.name, self.parallel, self._window, self.threads)
+            self._shared["server"] = xllamacpp.Server(params)
+        return self._shared["server"]
+
+    def _request(self, prompt: Prompt, d: Decoding) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": d.seed,
+                                "stop": list(d.stop), "cache_prompt": True}
+        if self.loras:
+            body["lora"] = [{"id": i, "scale": 1.0 if i == self.active else 0.0}
+                            for i in range(len(self.loras))]
+        if d.strategy == "greedy":
+            body.update(temperature=0.0, top_k=1)
+        else:
+            body.update(temperature=d.temperature, top_p=d.top_p, top_k=d.top_k, min_p=0.0)
+        if isinstance(prompt, str):
+            return "completions", {**body, "prompt": prompt}
+        return "chat", {**body, "messages": list(prompt)}
+
+    def _generation(self, reply: dict[str, Any], d: Decoding, latency: float) -> Generation:
+        choice = reply["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        usage = reply.get("usage", {})
+        return Generation(text=apply_stop(text or "", d.stop),
+                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          latency_s=latency)
+
+
+def check_strategy(decoding: Decoding) -> None:
+    """``UserError`` for a decoding strategy this backend does not implement."""
+    if decoding.strategy not in STRATEGIES:
+        raise UserError(f"the llama.cpp backend decodes {' and '.join(STRATEGIES)} only, not "
+                        f"{decoding.strategy!r}; use --backend transformers for it")
+
+
+def _call(server: Any, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    kind, body = request
+    handler = server.handle_chat_completions if kind == "chat" else server.handle_completions
+    reply = handler(body)
+    if isinstance(reply, str):
+        reply = json.loads(reply)
+    if not isinstance(reply, dict) or "choices" not in reply:
+        raise UserError(f"llama.cpp refused the request: {str(reply)[:300]}")
+    return reply
+
+
+__all__ = ["STRATEGIES", "LlamaCppGenerator", "binding_available", "check_strategy",
+           "gguf_context_length"]
