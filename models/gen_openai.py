@@ -41,6 +41,8 @@ class ServerRefused(UserError):
 class OpenAIGenerator:
     """Generation and scoring through an OpenAI-compatible server."""
 
+    strategies = ("greedy", "sample", "best_of_n")  # what the OpenAI API can express
+
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  timeout_s: float = 60, retries: int = 3, max_concurrency: int = 4,
                  context_window: int = 4096, backoff_s: float = 1.0, progress: bool = True) -> None:

@@ -17,12 +17,11 @@ from tqdm.auto import tqdm
 
 from core.errors import UserError
 from core.registry import Registry
-from models.generation import Decoding, Generation, Prompt, apply_stop
+from models.generation import STRATEGIES, Decoding, Generation, Prompt, apply_stop
 from models.loading import context_window_of
 
 log = logging.getLogger(__name__)
 
-CONTRASTIVE_REPO = "transformers-community/contrastive-search"
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 StrategyFn = Callable[[Decoding, "TransformersGenerator"], dict[str, Any]]
@@ -52,17 +51,7 @@ def _best_of_n(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
 
 @STRATEGY_KWARGS.register("contrastive")
 def _contrastive(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(CONTRASTIVE_REPO, "custom_generate/generate.py")
-    if not isinstance(cached, str) or not gen.trust_remote_code:
-        raise UserError(
-            "contrastive search is no longer part of transformers 5.x: it moved to the hub repo "
-            f"{CONTRASTIVE_REPO}, which runs that repo's code. To use it, download it once on a "
-            f"connected machine (`hf download {CONTRASTIVE_REPO}`) and load the model with "
-            "trust_remote_code enabled; otherwise pick greedy, sample, beam or best_of_n.")
-    return {"do_sample": False, "num_beams": 1, "penalty_alpha": d.penalty_alpha,
-            "top_k": d.top_k, "custom_generate": CONTRASTIVE_REPO, "trust_remote_code": True}
+    return {}  # decoded by the project's own loop (models.contrastive), not model.generate
 
 
 # Deterministic strategies do not inherit a checkpoint's sampling defaults or penalties.
@@ -71,6 +60,8 @@ _NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
 
 class TransformersGenerator:
     """A ``Generator`` over a loaded transformers causal LM (optionally peft-wrapped)."""
+
+    strategies = STRATEGIES  # every decoding strategy (contrastive by models.contrastive)
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8,
                  name: str = "transformers", progress: bool = True,
@@ -102,6 +93,8 @@ class TransformersGenerator:
         """Generate for every prompt in length-sorted batches; results in the prompts' order."""
         strategy = STRATEGY_KWARGS.get(decoding.strategy)(decoding, self)
         encoded = [self.encode_prompt(p, decoding.max_new_tokens) for p in prompts]
+        if decoding.strategy == "contrastive":
+            return [self._contrastive(ids, decoding) for ids in encoded]
         results: list[Generation | None] = [None] * len(prompts)
         for batch in self._batches(encoded, "generating"):
             outs = self._generate_batch([encoded[i] for i in batch], decoding, strategy)
@@ -187,6 +180,17 @@ class TransformersGenerator:
         each = (time.perf_counter() - start) / len(rows)
         return [self._to_generation(row, tokens, d, each) for row, tokens in zip(rows, new,
                                                                                 strict=True)]
+
+    def _contrastive(self, ids: list[int], d: Decoding) -> Generation:
+        """One prompt by contrastive search (``models.contrastive``): top-k candidates, each
+        scored by (1 - penalty_alpha) * p - penalty_alpha * its hidden state's largest cosine
+        similarity to the context's."""
+        from models.contrastive import contrastive_search
+
+        start = time.perf_counter()
+        tokens = contrastive_search(self.model, ids, top_k=max(d.top_k, 1), alpha=d.penalty_alpha,
+                                    max_new_tokens=d.max_new_tokens, eos_ids=self.eos_ids)
+        return self._to_generation(ids, torch.tensor(tokens), d, time.perf_counter() - start)
 
     def _to_generation(self, prompt: list[int], tokens: torch.Tensor, d: Decoding,
                        latency: float) -> Generation:

@@ -107,9 +107,27 @@ def test_best_of_n_picks_the_most_likely_sample(gen: TransformersGenerator) -> N
     assert best.text == texts[max(range(4), key=means.__getitem__)]
 
 
-def test_contrastive_needs_the_hub_repo(gen: TransformersGenerator) -> None:
-    with pytest.raises(UserError, match="transformers-community/contrastive-search"):
-        gen.generate(["x"], Decoding(strategy="contrastive"))
+def test_contrastive_search_matches_a_step_by_step_reference(gen: TransformersGenerator) -> None:
+    """The project's own contrastive search (cached, candidates batched) picks the same tokens
+    as a from-scratch recomputation of every step, differs from greedy for alpha > 0 and
+    equals greedy for alpha = 0."""
+    from models.contrastive import reference_contrastive
+
+    prompts = ["A capital do Brasil é", "Dom Pedro I proclamou", "The quick brown fox"]
+    d = Decoding(strategy="contrastive", max_new_tokens=10, top_k=4, penalty_alpha=0.6)
+    outs = gen.generate(prompts, d)
+    for prompt, out in zip(prompts, outs, strict=True):
+        ids = gen.encode_prompt(prompt, d.max_new_tokens)
+        ref = reference_contrastive(gen.model, ids, top_k=4, alpha=0.6, max_new_tokens=10,
+                                    eos_ids=gen.eos_ids)
+        n = gen._generated_length(ref)
+        assert out.text == gen.tokenizer.decode(ref[:n], skip_special_tokens=True)
+        assert out.completion_tokens == n
+    greedy = gen.generate(prompts, Decoding(max_new_tokens=10))
+    zero = gen.generate(prompts, Decoding(strategy="contrastive", max_new_tokens=10,
+                                          penalty_alpha=0.0))
+    assert [g.text for g in zero] == [g.text for g in greedy]
+    assert [g.text for g in outs] != [g.text for g in greedy]
 
 
 def test_loglikelihood_matches_manual_computation(gen: TransformersGenerator) -> None:
