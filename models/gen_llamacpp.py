@@ -183,8 +183,10 @@ class LlamaCppGenerator:
         return self._shared["server"]
 
     def _request(self, prompt: Prompt, d: Decoding) -> tuple[str, dict[str, Any]]:
+        # llama.cpp reuses a slot's cached prompt prefix, but that cache does not know which LoRA
+        # computed it: with adapters loaded, every prompt is processed afresh
         body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": d.seed,
-                                "stop": list(d.stop), "cache_prompt": True}
+                                "stop": list(d.stop), "cache_prompt": not self.loras}
         if self.loras:
             body["lora"] = [{"id": i, "scale": 1.0 if i == self.active else 0.0}
                             for i in range(len(self.loras))]

@@ -75,7 +75,10 @@ class ModelSlot:
             raise UserError(f"{self.name} already carries adapter {self.adapter}; one "
                             f"adapter per model in one experiment (asked for {adapter})")
         if self._llama is not None and self.adapter is None:
-            raise UserError(f"{self.name} is already running on llama.cpp without an adapter")
+            # llama.cpp loads its LoRAs when it starts: restart it with this one (about a second
+            # for a small GGUF; the base answers are the same with the LoRA loaded but off)
+            log.info("restarting llama.cpp for %s with adapter %s", self.name, adapter)
+            self._llama = None
         self.adapter = adapter
 
     def llama(self, adapter: Path | None) -> LlamaCppGenerator:

@@ -142,3 +142,15 @@ def test_one_llamacpp_slot_serves_base_and_adapter_and_scores_on_transformers(tr
     request = [("A capital do Brasil é", " Brasília")]
     assert base.loglikelihood(request) != tuned.loglikelihood(request)  # transformers scores
     assert [g.text for g in base.generate(CHATS, GREEDY)] == answers_base
+
+
+def test_an_adapter_asked_for_after_the_base_answered_restarts_llamacpp_with_it(trained) -> None:
+    from models.slot import ModelSlot, SlotGenerator
+
+    _, _, _, folder = trained
+    slot = ModelSlot(SMOL, batch_size=4, progress=False, backend="llamacpp")
+    base = SlotGenerator(slot)
+    before = [g.text for g in base.generate(CHATS, GREEDY)]
+    tuned = SlotGenerator(slot, folder)  # compare builds the finetuned column after base ran
+    assert [g.text for g in tuned.generate(CHATS, GREEDY)] != before
+    assert [g.text for g in base.generate(CHATS, GREEDY)] == before
