@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,22 @@ def shared_wiki() -> Path:
     if not SHARED_WIKI.is_dir():
         pytest.skip("../shared/data/wiki is absent (a user's clone)")
     return SHARED_WIKI
+
+
+def _manual_logprob(model, tokenizer, context: str, continuation: str) -> float:
+    """Sum of log p(continuation tokens | context) straight from the logits (no batching, no
+    cache): the reference the scoring paths are checked against."""
+    import torch
+
+    ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=True)["input_ids"]
+    ids = torch.tensor([whole])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+    return float(sum(logp[i - 1, whole[i]] for i in range(len(ctx), len(whole))))
+
+
+@pytest.fixture(scope="session")
+def manual_logprob() -> Callable[..., float]:
+    """``manual_logprob(model, tokenizer, context, continuation)``: the reference log-prob."""
+    return _manual_logprob

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from compare.cache import CachedGenerator, GenerationCache
 from compare.mc import loglikelihood_context, loglikelihood_requests
@@ -21,17 +20,8 @@ GREEDY = Decoding(max_new_tokens=6)
 FP32 = LoadOptions(dtype="float32")
 
 
-def _manual_logprob(model, tokenizer, context: str, continuation: str) -> float:
-    """Sum of log p(continuation tokens | context) straight from the logits."""
-    ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
-    whole = tokenizer(context + continuation, add_special_tokens=True)["input_ids"]
-    ids = torch.tensor([whole])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
-    return float(sum(logp[i - 1, whole[i]] for i in range(len(ctx), len(whole))))
-
-
-def test_multiple_choice_scores_match_the_logits(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_cached_multiple_choice_scores_match_the_logits(tiny_llama_dir: Path, tmp_path: Path,
+                                                        manual_logprob) -> None:
     q = Question(id="mc", question="Quem proclamou a independência?", answers=("Dom Pedro I",),
                  choices=("Tiradentes", "Dom Pedro I", "Vargas", "Cabral"), answer_index=1)
     slot = ModelSlot(str(tiny_llama_dir), FP32, batch_size=3, progress=False)
@@ -39,7 +29,7 @@ def test_multiple_choice_scores_match_the_logits(tiny_llama_dir: Path, tmp_path:
     gen = CachedGenerator(SlotGenerator(slot), cache, {"m": "tiny"})
     requests = loglikelihood_requests(q, loglikelihood_context(q))
     scores = gen.loglikelihood(requests)
-    manual = [_manual_logprob(slot.model, slot.tokenizer, c, x) for c, x in requests]
+    manual = [manual_logprob(slot.model, slot.tokenizer, c, x) for c, x in requests]
     assert scores == pytest.approx(manual, abs=1e-4)
     assert gen.last_fresh == {0, 1, 2, 3}
     assert gen.loglikelihood(requests) == scores and gen.last_fresh == set()

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from models.generation import Decoding
 from models.loading import LoadOptions
@@ -74,21 +73,11 @@ def test_one_resolution_and_one_tokenizer_per_model(tiny_llama_dir: Path, monkey
     assert resolved == [str(tiny_llama_dir)] and len(tokenizers) == 1
 
 
-def _manual_logprob(model, tokenizer, context: str, continuation: str) -> float:
-    """Sum of log p(continuation tokens | context) straight from the logits."""
-    ctx = tokenizer(context, add_special_tokens=True)["input_ids"]
-    whole = tokenizer(context + continuation, add_special_tokens=True)["input_ids"]
-    ids = torch.tensor([whole])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
-    return float(sum(logp[i - 1, whole[i]] for i in range(len(ctx), len(whole))))
-
-
-def test_multiple_choice_scores_match_the_logits(tiny_llama_dir: Path) -> None:
+def test_multiple_choice_scores_match_the_logits(tiny_llama_dir: Path, manual_logprob) -> None:
     slot = ModelSlot(str(tiny_llama_dir), FP32, batch_size=3, progress=False)
     requests = [(MC_CONTEXT, f" {letter}") for letter in "ABCD"]
     scores = SlotGenerator(slot).loglikelihood(requests)
-    manual = [_manual_logprob(slot.model, slot.tokenizer, c, x) for c, x in requests]
+    manual = [manual_logprob(slot.model, slot.tokenizer, c, x) for c, x in requests]
     assert scores == pytest.approx(manual, abs=1e-4)
 
 
