@@ -166,6 +166,7 @@ class LlamaCppGenerator:
             params.n_ctx = self._window * self.parallel  # the KV cache is shared by the slots
             params.cpuparams.n_threads = self.threads
             params.cpuparams_batch.n_threads = self.threads
+            params.kv_unified = False  # each slot attends over its own cache only (faster here)
             params.use_jinja = True  # the GGUF's chat template, as transformers renders it
             params.warmup = False
             params.verbosity = -1  # errors only (its per-request timings stay quiet)
