@@ -34,6 +34,15 @@ def gguf_of(ref: ModelRef) -> Path | None:
     return None
 
 
+def ships_as_gguf(ref: ModelRef) -> bool:
+    """Whether ``gguf_of`` has a GGUF for ``ref``, without joining a multi-part file to find out."""
+    if ref.kind == "bundled":
+        from models.bundled import BUNDLED
+
+        return BUNDLED.get(ref.name).kind == "generator"
+    return ref.kind == "local" and ref.name.lower().endswith(".gguf")
+
+
 def choose_backend(ref: ModelRef, backend: str = "auto", options: LoadOptions = LoadOptions(),
                    adapter: str | Path | None = None) -> str:
     """"llamacpp" or "transformers" for ``ref``. ``auto`` picks llama.cpp for a model that ships
@@ -47,7 +56,7 @@ def choose_backend(ref: ModelRef, backend: str = "auto", options: LoadOptions = 
     from models.gen_llamacpp import binding_available
 
     reasons = []
-    if gguf_of(ref) is None:
+    if not ships_as_gguf(ref):
         reasons.append(f"{ref.name} does not ship as a GGUF file")
     if options != LoadOptions():
         reasons.append("load options (dtype, 4-bit, device map) are transformers' settings")
