@@ -23,6 +23,7 @@ from core.config import config_dict
 from core.errors import UserError
 from core.hashing import sha256_file
 from core.versions import package_versions
+from finetune.prompting import TrainingPrompt
 from finetune.records import read_meta
 from models.adapters import MANIFEST, load_adapter, read_manifest
 from models.loading import LoadOptions
@@ -97,6 +98,7 @@ def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: d
         "kind": "lora" if config.use_lora else "full",
         "base_model": base_model_record(config.model),
         "prompt_format": fmt.describe(),
+        "prompt": TrainingPrompt.of(config.prompt_template).describe(),
         "config": config_dict(config),
         "resolved": {"precision": precision},
         "pairs": {"path": str(pairs_path), "sha256": sha256_file(pairs_path), **counts,

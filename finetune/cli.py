@@ -41,8 +41,10 @@ def _pairs_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of ARTICLES whose pairs go to validation (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the by-article split")
-    p.add_argument("--templates", help="comma list of templates (default: all: lead,summary,"
-                                       "dates,facts,sections)")
+    p.add_argument("--templates", help="comma list of templates, the mix (default: all: lead,"
+                                       "summary,dates,facts,sections,short)")
+    p.add_argument("--paraphrases", type=int,
+                   help="question phrasings per fact in short-answer pairs (default 3)")
     p.add_argument("--max-pages", type=int, help="use only the first N articles")
     p.add_argument("--max-output-chars", type=int,
                    help="answers are cut to whole sentences within this many characters "
@@ -82,6 +84,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--packing", action="store_true", default=None, help="pack short examples")
+    p.add_argument("--prompt-template", help="rag template the pairs are rendered with, as "
+                   "compare evaluates (default short); 'none': the bare instruction")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     add_common_flags(p)
@@ -113,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prompt_template(value: str | None) -> dict[str, str]:
+    """The ``prompt_template`` override of ``--prompt-template`` ("none": the bare instruction)."""
+    return {} if value is None else {"prompt_template": value}
+
+
 def _cmd_pairs(args: argparse.Namespace) -> int:
     from core.paths import default_store_dir
     from finetune.pairs import PairsConfig, make_pairs
@@ -120,7 +129,8 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
     fields = {"val_fraction": args.val_fraction, "seed": args.seed,
               "leakage_threshold": args.leakage_threshold, "generator": args.generator,
               "gen_per_chunk": args.gen_per_chunk, "gen_max_chunks": args.gen_max_chunks,
-              "max_pages": args.max_pages, "max_output_chars": args.max_output_chars}
+              "max_pages": args.max_pages, "max_output_chars": args.max_output_chars,
+              "paraphrases": args.paraphrases}
     if args.templates:
         fields["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
     fields = {k: v for k, v in fields.items() if v is not None}
@@ -156,7 +166,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from finetune.train import train
 
     config = train_config(args.config, model=args.model, format=args.format,
-                          max_steps=args.max_steps, seed=args.seed, packing=args.packing)
+                          max_steps=args.max_steps, seed=args.seed, packing=args.packing,
+                          **_prompt_template(args.prompt_template))
     manifest = train(config, args.pairs, args.out, resume=args.resume,
                      overwrite=args.overwrite, progress=not args.quiet)
     if not manifest:  # another rank of a distributed launch: rank 0 reports

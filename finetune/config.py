@@ -60,6 +60,8 @@ class TrainConfig:
     group_by_length: bool = True
     # data
     max_seq_length: int = 512
+    prompt_template: str | None = "short"  # the rag template pairs are rendered with (the one
+    # compare evaluates with: prompt parity); "none": the bare instruction as one user turn
     packing: bool = False
     max_eval_examples: int | None = None  # cap the validation split (eval costs time on a CPU)
     # bookkeeping

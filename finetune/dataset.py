@@ -1,10 +1,12 @@
 """Tokenize pairs for SFT: loss on the response only, EOS appended, over-long rows counted.
 
 Each example is ``prompt_ids + completion_ids + [eos]`` with ``labels`` = -100 over the prompt.
-The prompt is tokenized exactly as ``models.gen_transformers`` tokenizes it at inference (plain
-text with the tokenizer's special tokens, i.e. BOS; chat-template text without), so the adapter
-sees at inference the context it was trained on. Rows longer than ``max_seq_length`` are cut
-(start kept) and counted; rows whose prompt alone fills the window are dropped and counted.
+The prompt is the evaluated system's own (``finetune.prompting.TrainingPrompt``: the rag template's
+closed-book messages in the adapter's format), tokenized exactly as ``models.gen_transformers``
+tokenizes it at inference (plain text with the tokenizer's special tokens, i.e. BOS;
+chat-template text without), so the adapter sees at inference the context it was trained on.
+Rows longer than ``max_seq_length`` are cut (start kept) and counted; rows whose prompt alone
+fills the window are dropped and counted.
 The result is a pre-tokenized ``datasets.Dataset`` (``input_ids``, ``labels``) that trl's
 ``SFTTrainer`` uses as is (it only pads, and packs when asked).
 """
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
+from finetune.prompting import TrainingPrompt
 from finetune.records import Pair
 from models.formats import Format
 
@@ -70,33 +73,37 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str, special: bool) -> list[i
     return ids
 
 
-def prompt_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair) -> list[int]:
+LEGACY = TrainingPrompt(template=None)  # the bare instruction as one user turn
+
+
+def prompt_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair,
+               prompt: TrainingPrompt = LEGACY) -> list[int]:
     """Token ids of the prompt, as the generator encodes it at inference (BOS for plain text)."""
-    text = fmt.prompt(pair.instruction, pair.input, tokenizer)
+    text = prompt.text(fmt, tokenizer, pair)
     return _ids(tokenizer, text, special=not fmt.uses_chat_template)
 
 
-def split_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair
-              ) -> tuple[list[int], list[int]]:
+def split_ids(fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair,
+              prompt: TrainingPrompt = LEGACY) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids without EOS) from ONE tokenization of prompt + answer.
 
     Tokenizing the whole text gives the answer the tokens the model produces after the prompt
     at inference (e.g. Llama's "▁answer", not a stray "▁" + "answer"); when a merge crosses
     the boundary the prompt is no longer a prefix, and the answer is tokenized on its own.
     """
-    text = fmt.prompt(pair.instruction, pair.input, tokenizer)
+    text = prompt.text(fmt, tokenizer, pair)
     special = not fmt.uses_chat_template
-    prompt = _ids(tokenizer, text, special)
+    head = _ids(tokenizer, text, special)
     full = _ids(tokenizer, text + fmt.completion(pair.output), special)
-    if len(full) > len(prompt) and full[:len(prompt)] == prompt:
-        return prompt, full[len(prompt):]
-    return prompt, _ids(tokenizer, fmt.completion(pair.output), special=False)
+    if len(full) > len(head) and full[:len(head)] == head:
+        return head, full[len(head):]
+    return head, _ids(tokenizer, fmt.completion(pair.output), special=False)
 
 
 def encode_pair(pair: Pair, fmt: Format, tokenizer: PreTrainedTokenizerBase,
-                max_seq_length: int) -> Encoded | None:
+                max_seq_length: int, prompt_spec: TrainingPrompt = LEGACY) -> Encoded | None:
     """Tokenize one pair; None when the prompt leaves no room for any response token."""
-    prompt, answer = split_ids(fmt, tokenizer, pair)
+    prompt, answer = split_ids(fmt, tokenizer, pair, prompt_spec)
     answer.append(eos_id(tokenizer))
     ids = prompt + answer
     labels = [IGNORE_INDEX] * len(prompt) + answer
@@ -109,12 +116,13 @@ def encode_pair(pair: Pair, fmt: Format, tokenizer: PreTrainedTokenizerBase,
 
 
 def encode_pairs(pairs: Sequence[Pair], fmt: Format, tokenizer: PreTrainedTokenizerBase,
-                 max_seq_length: int) -> tuple[list[Encoded], TruncationStats]:
+                 max_seq_length: int, prompt: TrainingPrompt = LEGACY
+                 ) -> tuple[list[Encoded], TruncationStats]:
     """Tokenize all pairs and count what did not fit."""
     stats = TruncationStats()
     out: list[Encoded] = []
     for pair in pairs:
-        enc = encode_pair(pair, fmt, tokenizer, max_seq_length)
+        enc = encode_pair(pair, fmt, tokenizer, max_seq_length, prompt)
         if enc is None:
             stats.dropped_prompt_too_long += 1
             continue
@@ -136,9 +144,10 @@ def to_dataset(examples: Sequence[Encoded]) -> Dataset:
 
 
 def build_split(pairs: Sequence[Pair], fmt: Format, tokenizer: PreTrainedTokenizerBase,
-                max_seq_length: int, name: str) -> tuple[Dataset | None, TruncationStats]:
+                max_seq_length: int, name: str, prompt: TrainingPrompt = LEGACY
+                ) -> tuple[Dataset | None, TruncationStats]:
     """Tokenized dataset for one split (None when empty), with its truncation counts logged."""
-    examples, stats = encode_pairs(pairs, fmt, tokenizer, max_seq_length)
+    examples, stats = encode_pairs(pairs, fmt, tokenizer, max_seq_length, prompt)
     if stats.truncated or stats.dropped_prompt_too_long:
         log.warning("%s split: %d of %d examples longer than max_seq_length=%d were truncated; "
                     "%d dropped (prompt alone too long)", name, stats.truncated,

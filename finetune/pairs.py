@@ -42,7 +42,9 @@ Item = tuple[str, Pair]  # (article title, pair): the title decides the split
 class PairsConfig:
     """How pairs are made from a store."""
 
-    templates: tuple[str, ...] = ("lead", "summary", "dates", "facts", "sections")
+    templates: tuple[str, ...] = ("lead", "summary", "dates", "facts", "sections", "short")
+    # the mix: which templates make pairs (``short``: bare-value answers, ``paraphrases`` each)
+    paraphrases: int = 3
     max_instruction_chars: int = 300
     max_input_chars: int = 2000
     max_output_chars: int = 560  # answers cut to whole sentences: ~185 tokens, so a pair fits
@@ -70,7 +72,7 @@ class PairsConfig:
     def limits(self) -> Limits:
         """The per-template limits."""
         return Limits(max_output_chars=self.max_output_chars, max_fact_chars=self.max_fact_chars,
-                      max_section_pairs=self.max_section_pairs)
+                      max_section_pairs=self.max_section_pairs, paraphrases=self.paraphrases)
 
 
 def store_pages(store: Any) -> Iterator[PageRecord]:

@@ -32,10 +32,15 @@ class Pair:
     source: str = ""
     split: str = "train"
     kind: str = ""
+    fact: str = ""  # the fact a short-answer pair teaches ("<title>:<field>"), shared by its
+    # paraphrases; empty for other pairs (and then left out of the JSON line)
 
     def to_json(self) -> str:
         """One JSONL line (UTF-8 kept readable)."""
-        return json.dumps(asdict(self), ensure_ascii=False)
+        record = asdict(self)
+        if not record["fact"]:
+            del record["fact"]
+        return json.dumps(record, ensure_ascii=False)
 
 
 def pair_from_dict(obj: Any) -> Pair:
@@ -45,7 +50,7 @@ def pair_from_dict(obj: Any) -> Pair:
     for key in REQUIRED:
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise ValueError(f"missing or empty {key!r}")
-    for key in ("input", "source", "split", "kind"):
+    for key in ("input", "source", "split", "kind", "fact"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise ValueError(f"{key!r} is not a string")
     split = obj.get("split") or "train"
@@ -53,7 +58,7 @@ def pair_from_dict(obj: Any) -> Pair:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     return Pair(instruction=obj["instruction"], input=obj.get("input") or "",
                 output=obj["output"], source=obj.get("source") or "", split=split,
-                kind=obj.get("kind") or "")
+                kind=obj.get("kind") or "", fact=obj.get("fact") or "")
 
 
 def compact_ranges(numbers: Iterable[int]) -> str:

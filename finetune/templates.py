@@ -4,7 +4,8 @@ Each template is a function ``(page, limits) -> list[Pair]`` in the ``TEMPLATES`
 ``lead`` ("Quem foi X?" / "O que foi X?" answered by the lead), ``summary`` ("Resuma o artigo
 X."), ``dates`` ("Quando nasceu/morreu/ocorreu …?" from infobox dates or the lead's birth–death
 parenthesis), ``facts`` ("Qual …?" / "Onde …?" / "Quem …?" from known infobox fields) and
-``sections`` (what a section says). Person vs event vs thing comes from the infobox (template
+``sections`` (what a section says), and ``short`` (the bare value of a date or fact, asked in
+``Limits.paraphrases`` phrasings). Person vs event vs thing comes from the infobox (template
 name or typical fields), then the lead.
 """
 
@@ -41,6 +42,8 @@ class Limits:
     max_section_pairs: int = 4
     summary_sections: int = 4
     summary_sentences: int = 3
+    paraphrases: int = 3  # question phrasings per fact (``short``)
+    max_short_words: int = 12  # a short answer's longest value
 
 
 TemplateFn = Callable[[PageRecord, Limits], list[Pair]]
@@ -268,3 +271,164 @@ def section_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
 def page_pairs(page: PageRecord, limits: Limits, names: tuple[str, ...]) -> list[Pair]:
     """Every pair the named templates make from one article."""
     return [pair for name in names for pair in TEMPLATES.get(name)(page, limits)]
+
+
+# --- short answers: the value alone, asked several ways ------------------------------------
+#
+# The evaluation asks for short answers (a date, a name, a place); the other templates answer in
+# sentences. ``short`` teaches the same facts in the shape they are asked: the bare value (at most
+# ``Limits.max_short_words`` words), each fact under ``Limits.paraphrases`` question phrasings, so
+# that the fact is seen in several forms (Ovadia et al. 2023: facts are injected by fine-tuning
+# only with repetition in paraphrases).
+
+SHORT_DATE_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "nascimento": ("Quando nasceu {t}?", "Em que data nasceu {t}?",
+                   "Qual é a data de nascimento de {t}?", "{t} nasceu em que data?"),
+    "morte": ("Quando morreu {t}?", "Em que data morreu {t}?",
+              "Qual é a data da morte de {t}?", "{t} morreu em que data?"),
+    "data": ("Quando ocorreu {t}?", "Em que data ocorreu {t}?", "Qual é a data de {t}?",
+             "{t} aconteceu em que data?"),
+    "inicio": ("Quando começou {t}?", "Em que data começou {t}?", "Qual foi o início de {t}?",
+               "{t} teve início em que data?"),
+    "fim": ("Quando terminou {t}?", "Em que data terminou {t}?", "Qual foi o fim de {t}?",
+            "{t} terminou em que data?"),
+    "promulgacao": ("Quando foi promulgada {t}?", "Em que data foi promulgada {t}?",
+                    "Qual é a data de promulgação de {t}?", "{t} foi promulgada em que data?"),
+    "outorga": ("Quando foi outorgada {t}?", "Em que data foi outorgada {t}?",
+                "Qual é a data de outorga de {t}?", "{t} foi outorgada em que data?"),
+    "fundacao": ("Quando foi fundada {t}?", "Em que data ocorreu a fundação de {t}?",
+                 "Qual é a data de fundação de {t}?", "{t} foi fundada em que data?"),
+    "coroacao": ("Quando ocorreu a coroação de {t}?", "Em que data {t} foi coroado?",
+                 "Qual é a data da coroação de {t}?", "{t} foi coroado em que data?"),
+    "reinado": ("Qual foi o período do reinado de {t}?", "Quando reinou {t}?",
+                "Em que anos reinou {t}?", "De quando a quando foi o reinado de {t}?"),
+    "mandato": ("Qual foi o período do mandato de {t}?", "Quando governou {t}?",
+                "Em que anos foi o mandato de {t}?", "De quando a quando governou {t}?"),
+    "vigencia": ("Qual foi o período de vigência de {t}?", "Quando vigorou {t}?",
+                 "Em que anos vigorou {t}?", "De quando a quando vigorou {t}?"),
+}
+SHORT_DATE_FIELDS = {"nascimento_data": "nascimento", "data_nascimento": "nascimento",
+                     "nascimento": "nascimento", "morte_data": "morte", "data_morte": "morte",
+                     "falecimento": "morte", "data": "data", "inicio": "inicio", "fim": "fim",
+                     "data_promulgacao": "promulgacao", "data_outorga": "outorga",
+                     "fundacao": "fundacao", "coroacao": "coroacao", "reinado": "reinado",
+                     "mandato": "mandato", "vigencia": "vigencia"}
+SHORT_FACT_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "nome_completo": ("Qual era o nome completo de {t}?", "Como se chamava {t} por extenso?",
+                      "Qual é o nome completo de {t}?", "{t} tinha que nome completo?"),
+    "nascimento_local": ("Onde nasceu {t}?", "Em que lugar nasceu {t}?",
+                         "Qual é o local de nascimento de {t}?", "{t} nasceu onde?"),
+    "morte_local": ("Onde morreu {t}?", "Em que lugar morreu {t}?",
+                    "Qual é o local da morte de {t}?", "{t} morreu onde?"),
+    "causa_morte": ("Qual foi a causa da morte de {t}?", "Do que morreu {t}?",
+                    "Qual a causa mortis de {t}?", "{t} morreu de quê?"),
+    "local": ("Onde ocorreu {t}?", "Em que lugar ocorreu {t}?", "Qual foi o local de {t}?",
+              "{t} aconteceu onde?"),
+    "resultado": ("Qual foi o resultado de {t}?", "Como terminou {t}?",
+                  "Que resultado teve {t}?", "{t} terminou com que resultado?"),
+    "ocupacao": ("Qual era a ocupação de {t}?", "O que fazia {t}?",
+                 "Qual foi a ocupação de {t}?", "{t} tinha que ocupação?"),
+    "profissao": ("Qual era a profissão de {t}?", "Que profissão exercia {t}?",
+                  "Qual foi a profissão de {t}?", "{t} tinha que profissão?"),
+    "conjuge": ("Quem foi o cônjuge de {t}?", "Com quem foi casado {t}?",
+                "Quem se casou com {t}?", "{t} foi casado com quem?"),
+    "pai": ("Quem foi o pai de {t}?", "Qual era o nome do pai de {t}?",
+            "Quem era o pai de {t}?", "{t} era filho de que pai?"),
+    "mae": ("Quem foi a mãe de {t}?", "Qual era o nome da mãe de {t}?",
+            "Quem era a mãe de {t}?", "{t} era filho de que mãe?"),
+    "antecessor": ("Quem antecedeu {t}?", "Quem veio antes de {t}?",
+                   "Quem foi o antecessor de {t}?", "{t} sucedeu a quem?"),
+    "sucessor": ("Quem sucedeu {t}?", "Quem veio depois de {t}?",
+                 "Quem foi o sucessor de {t}?", "{t} foi sucedido por quem?"),
+    "capital": ("Qual era a capital de {t}?", "Que cidade era a capital de {t}?",
+                "Onde ficava a capital de {t}?", "A capital de {t} era qual cidade?"),
+    "partido": ("A que partido pertenceu {t}?", "De que partido era {t}?",
+                "Qual era o partido de {t}?", "{t} era filiado a que partido?"),
+    "cargo": ("Que cargo ocupou {t}?", "Qual foi o cargo de {t}?",
+              "Que função exerceu {t}?", "{t} ocupou que cargo?"),
+    "autor": ("Quem foi o autor de {t}?", "Quem escreveu {t}?", "Quem redigiu {t}?",
+              "{t} foi escrito por quem?"),
+    "conflito": ("De que conflito fez parte {t}?", "A que conflito pertenceu {t}?",
+                 "{t} fez parte de que conflito?", "Em que guerra se deu {t}?"),
+    "moeda": ("Qual era a moeda de {t}?", "Que moeda circulava em {t}?",
+              "Qual foi a moeda de {t}?", "A moeda de {t} era qual?"),
+    "governo": ("Qual era a forma de governo de {t}?", "Que forma de governo tinha {t}?",
+                "Como era governado {t}?", "{t} tinha que forma de governo?"),
+    "regime": ("Qual era o regime de {t}?", "Que regime político tinha {t}?",
+               "Qual foi o regime de {t}?", "{t} vivia sob que regime?"),
+    "casa": ("A que casa real pertencia {t}?", "De que dinastia era {t}?",
+             "Qual era a casa real de {t}?", "{t} pertencia a que casa?"),
+    "lema": ("Qual era o lema de {t}?", "Que lema tinha {t}?", "Qual é o lema de {t}?",
+             "O lema de {t} era qual?"),
+}
+SHORT_FACT_FIELDS = {"precedido_por": "antecessor", "sucedido_por": "sucessor",
+                     **{k: k for k in SHORT_FACT_QUESTIONS}}
+# "<Title> foi assinada em 13 de maio de 1888": a dated event of the article's own subject
+DATED_EVENT = re.compile(
+    r"^(?P<verb>foi|foram) (?P<part>\w+d[oa]s?)\b[^.;:]{0,60}?\bem "
+    r"(?P<date>\d{1,2}º? de [a-zç]+ de \d{3,4}|\d{3,4})\b", re.IGNORECASE)
+SHORT_EVENT_QUESTIONS = ("Quando {t} {verb} {part}?", "Em que data {t} {verb} {part}?",
+                         "{t} {verb} {part} em que data?", "Em que momento {t} {verb} {part}?")
+
+
+def short_value(value: str, max_words: int) -> str:
+    """``value`` when it is a short answer (at most ``max_words`` words), else ""."""
+    words = value.split()
+    return value if 0 < len(words) <= max_words else ""
+
+
+def _short(page: PageRecord, questions: tuple[str, ...], value: str, limits: Limits,
+           fact: str) -> list[Pair]:
+    seen: dict[str, None] = {}
+    for question in questions[:max(1, limits.paraphrases)]:
+        seen.setdefault(fill(question, page), None)
+    return [Pair(instruction=q, input="", output=value, source=page.title, kind="short",
+                 fact=f"{page.title}:{fact}") for q in seen]
+
+
+def _subject_events(page: PageRecord) -> list[tuple[str, str, str]]:
+    """(verb, participle, date) of lead sentences that start with the article's title."""
+    out = []
+    art = article(page)
+    starts = [fold(f"{art} {page.title}".strip()), fold(page.title)]
+    for sentence in split_sentences(page.lead)[:6]:
+        folded = fold(sentence)
+        head = next((s for s in starts if folded.startswith(s + " ")), None)
+        if head is None:
+            continue
+        rest = sentence[len(head) + 1:].lstrip(", ")
+        match = DATED_EVENT.match(rest)
+        if match:
+            out.append((match["verb"].lower(), match["part"].lower(), match["date"]))
+    return out
+
+
+@TEMPLATES.register("short")
+def short_pairs(page: PageRecord, limits: Limits) -> list[Pair]:
+    """Short-answer pairs: infobox dates and facts, the lead's birth–death dates and dated events
+    of the article's subject, each as the bare value under several question phrasings."""
+    out: list[Pair] = []
+    for key, value in page.infobox.items():
+        name = fold(str(key)).strip()
+        text = short_value(clean_value(value, limits.max_fact_chars), limits.max_short_words)
+        if not text or fold(text) == fold(page.title):  # no answer, or the subject itself
+            continue
+        if name in SHORT_DATE_FIELDS and any(c.isdigit() for c in text):  # not "presente"
+            field = SHORT_DATE_FIELDS[name]
+            out += _short(page, SHORT_DATE_QUESTIONS[field], text, limits, field)
+        elif name in SHORT_FACT_FIELDS:
+            field = SHORT_FACT_FIELDS[name]
+            out += _short(page, SHORT_FACT_QUESTIONS[field], text, limits, field)
+    kind = entity_kind(page)
+    match = LIFESPAN.search(page.lead[:400]) if kind == "person" else None
+    facts = {p.fact for p in out}
+    if match:
+        for part, field in zip(match.groups(), ("nascimento", "morte"), strict=True):
+            date = DATE.search(part)
+            if date and f"{page.title}:{field}" not in facts:
+                out += _short(page, SHORT_DATE_QUESTIONS[field], date.group(0), limits, field)
+    for verb, part, when in _subject_events(page):
+        questions = tuple(q.replace("{verb}", verb).replace("{part}", part)
+                          for q in SHORT_EVENT_QUESTIONS)
+        out += _short(page, questions, when, limits, f"{verb} {part}")
+    return out

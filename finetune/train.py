@@ -31,6 +31,7 @@ from core.errors import UserError
 from finetune.adapter import build_manifest, write_manifest
 from finetune.config import TrainConfig
 from finetune.dataset import TruncationStats, build_split
+from finetune.prompting import TrainingPrompt
 from finetune.records import Pair, read_pairs
 from models.formats import Format, get_format
 from models.loading import LoadOptions, load_model
@@ -156,8 +157,9 @@ def prepare(config: TrainConfig, pairs: list[Pair]) -> Prepared:
                         "is empty); make pairs with `finetune pairs` or `finetune import`")
     fmt = get_format(config.format)
     model, tokenizer = load_for_training(config)
+    prompt = TrainingPrompt.of(config.prompt_template)
     train_ds, train_stats = build_split(train_pairs, fmt, tokenizer, config.max_seq_length,
-                                        "train")
+                                        "train", prompt)
     if train_ds is None:
         raise UserError(f"every training example's prompt is longer than max_seq_length="
                         f"{config.max_seq_length}; raise max_seq_length or shorten the inputs")
@@ -167,7 +169,7 @@ def prepare(config: TrainConfig, pairs: list[Pair]) -> Prepared:
                  config.max_eval_examples, len(val_pairs))
         val_pairs = val_pairs[:config.max_eval_examples]
     val_ds, val_stats = build_split(val_pairs, fmt, tokenizer, config.max_seq_length,
-                                    "validation")
+                                    "validation", prompt)
     if val_ds is None:
         log.warning("no validation rows: training without eval loss")
     truncation = {"max_seq_length": config.max_seq_length, "train": train_stats.to_dict(),

@@ -82,6 +82,21 @@ class Format:
             return [dict(m) for m in prompt]
         return self.prompt(messages_text(prompt))
 
+    def text_for(self, prompt: str | Sequence[dict[str, str]],
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        """The text the model reads before its answer for an inference prompt (a bare question
+        or chat messages): ``adapt``, then, for the chat format, the tokenizer's chat template
+        with the generation prompt, as a generator renders it. Training renders its pairs
+        through this, so the adapter learns on the prompt it is evaluated with."""
+        adapted = self.adapt(prompt)
+        if isinstance(adapted, str):
+            return adapted
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise UserError(f"prompt format {self.name!r} needs a tokenizer with a chat template; "
+                            "pick --format llama2, mistral or alpaca for a base model")
+        return str(tokenizer.apply_chat_template(adapted, tokenize=False,
+                                                 add_generation_prompt=True))
+
     def with_stops(self, decoding: Decoding) -> Decoding:
         """``decoding`` plus this format's stop strings (a text format's next-turn markers)."""
         if not self.stop:

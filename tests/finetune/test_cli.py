@@ -30,10 +30,14 @@ def test_cli_end_to_end(tiny_llama_dir: Path, tmp_path: Path, questions_file: Pa
     config.write_text(yaml.safe_dump({"lora_r": 4, "lora_alpha": 8, "max_seq_length": 200,
                                       "logging_steps": 1, "save_steps": 100,
                                       "precision": "no", "format": "alpaca"}))
+    template = tmp_path / "brief.yaml"  # a short prompt set: the tiny model has 256 positions
+    template.write_text(yaml.safe_dump({"name": "brief", "version": "brief-1", "languages": {
+        "pt": {"system": "Responda curto.", "user": "P: {{ question }}", "refusal": "Não sei."},
+        "en": {"system": "Be brief.", "user": "Q: {{ question }}", "refusal": "No idea."}}}))
     adapter = tmp_path / "adapter"
     assert main(["train", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
                  "--out", str(adapter), "--config", str(config), "--max-steps", "3",
-                 "--seed", "3", "--packing", "-q"]) == 0
+                 "--seed", "3", "--packing", "--prompt-template", str(template), "-q"]) == 0
     out = capsys.readouterr().out
     assert "adapter written: 3 steps" in out and "leakage filter: on, 0 pairs dropped" in out
     assert main(["info", str(adapter), "--check"]) == 0
@@ -44,6 +48,8 @@ def test_cli_end_to_end(tiny_llama_dir: Path, tmp_path: Path, questions_file: Pa
     assert "ok: the adapter loads on its base model" in out
     manifest = json.loads((adapter / "manifest.json").read_text())
     assert manifest["config"]["packing"] and manifest["config"]["seed"] == 3
+    assert manifest["prompt"]["template"] == str(template)  # prompt parity, recorded
+    assert manifest["prompt"]["template_version"] == "brief-1"
     assert main(["merge", str(adapter), "--out", str(tmp_path / "merged"), "-q"]) == 0
     assert (tmp_path / "merged" / "model.safetensors").is_file()
 

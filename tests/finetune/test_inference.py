@@ -13,7 +13,8 @@ def test_load_adapter_generator_on_a_trained_adapter(tiny_llama_dir, pairs_file,
 
     config = TrainConfig(model=str(tiny_llama_dir), format="llama2", load_in_4bit=False,
                          lora_r=4, max_steps=2, logging_steps=1, save_steps=100,
-                         max_seq_length=48, precision="no", gradient_checkpointing=False)
+                         max_seq_length=48, precision="no", gradient_checkpointing=False,
+                         prompt_template="none")
     train(config, pairs_file, tmp_path / "a", progress=False)
     gen = load_adapter_generator(tmp_path / "a", progress=False)
     assert gen.format.name == "llama2" and gen.name.endswith("+a")

@@ -87,8 +87,10 @@ def test_split_is_by_article_and_deterministic(fake_pages, make_store) -> None:
 def test_limits_and_dedup_are_counted(fake_pages, make_store) -> None:
     pages = fake_pages + [dict(fake_pages[2], page_id=77)]  # the same article twice
     store = make_store(pages)
+    long_form = ("lead", "summary", "dates", "facts", "sections")  # short: test_short_pairs
     pairs, meta = build_pairs(store_pages(store), PairsConfig(max_output_chars=90,
-                                                              max_instruction_chars=40),
+                                                              max_instruction_chars=40,
+                                                              templates=long_form),
                               progress=False)
     counts = meta["counts"]
     assert counts["dropped_duplicate"] == 1  # "O que é a Lei Áurea?" a second time
@@ -165,7 +167,8 @@ def test_pairs_records_round_trip(fake_store, tmp_path: Path) -> None:
     pairs = read_pairs(out)
     assert pairs == _pairs(fake_store)
     assert all(dataclasses.asdict(p).keys() == {"instruction", "input", "output", "source",
-                                                 "split", "kind"} for p in pairs)
+                                                 "split", "kind", "fact"} for p in pairs)
+    assert {p.kind for p in pairs if p.fact} == {"short"}  # only short pairs name their fact
 
 
 def test_articles_plurals_ranges_and_punctuation(make_store) -> None:

@@ -28,7 +28,8 @@ def tiny_config(model: Path, **over) -> TrainConfig:
     """The published recipe (4-bit nf4, paged_adamw_32bit, checkpointing) for the tiny model."""
     base = dict(model=str(model), format="llama2", lora_r=8, lora_alpha=16, max_steps=8,
                 learning_rate=1e-2, warmup_ratio=0.0, logging_steps=2, eval_steps=4,
-                save_steps=4, max_seq_length=64, precision="no")
+                save_steps=4, max_seq_length=64, precision="no",
+                prompt_template="none")  # the mechanics; prompt parity: test_prompting.py
     return TrainConfig(**{**base, **over})
 
 
