@@ -1,29 +1,56 @@
 """A persistent generation cache: a re-run or a resumed run regenerates nothing.
 
-The key is a sha256 over everything that determines an output: the generator's identity
-(model fingerprint, adapter fingerprint, backend), the exact prompt and the decoding parameters.
+The key is a sha256 over everything that determines an output: the generator's identity (backend,
+model files' fingerprint, resolved dtype, device and quantization, GGUF hash and file type, every
+adapter file, the model a server reports it serves), the exact prompt and the decoding parameters
+(seed included). Keys cannot collide by construction: the parts are written as canonical JSON,
+where ``"1"`` and ``1``, a prompt string and a message list, a path and its text all differ; an
+object JSON cannot write is written with its type, never as bare ``str()``. Sampled answers are
+keyed by (seed, prompt) because every backend draws a prompt's answer with
+``models.generation.prompt_seed(seed, prompt)``: the answer does not depend on the batch.
 Entries are committed after every batch, so Ctrl-C loses at most the batch in flight.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from models.generation import Decoding, Generation, Generator, Prompt
 
+KEY_SCHEMA = 2  # 2: resolved load facts, every adapter file, served model ids, per-prompt seeds
+
 
 def cache_key(*parts: Any) -> str:
-    """sha256 of the canonical JSON of ``parts``."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    """sha256 of the canonical JSON (sorted keys, no spaces, UTF-8) of the key schema and
+    ``parts`` (see the module docstring)."""
+    blob = json.dumps([KEY_SCHEMA, *parts], sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"), default=_tagged)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _tagged(value: Any) -> Any:
+    """What ``cache_key`` writes for an object JSON has no form for: a path, a set, a dataclass,
+    an enum, bytes, anything else, each tagged with its kind so that none reads as a string."""
+    if isinstance(value, PurePath):
+        return {"__path__": value.as_posix()}
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted(json.dumps(v, sort_keys=True, default=_tagged) for v in value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f"__{type(value).__qualname__}__": dataclasses.asdict(value)}
+    if isinstance(value, enum.Enum):
+        return {f"__{type(value).__qualname__}__": value.name}
+    if isinstance(value, bytes):
+        return {"__bytes__": hashlib.sha256(value).hexdigest()}
+    return {f"__{type(value).__module__}.{type(value).__qualname__}__": repr(value)}
 
 
 class GenerationCache:
@@ -84,6 +111,20 @@ class CachedGenerator:
     def count_tokens(self, text: str) -> int:
         """The wrapped generator's token count."""
         return self.inner.count_tokens(text)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the wrapped generator renders chat prompts itself (``prompt_text``)."""
+        return bool(getattr(self.inner, "has_chat_template", False))
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The wrapped generator's rendering of ``prompt`` (chat template, answer turn open)."""
+        render = getattr(self.inner, "prompt_text", None)
+        if render is None:
+            if isinstance(prompt, str):
+                return prompt
+            raise TypeError(f"{self.name} cannot render chat prompts to text")
+        return str(render(prompt))
 
     def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
                  ) -> list[Generation]:

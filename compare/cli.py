@@ -8,6 +8,7 @@
     compare diff runs/demo runs/demo-2
     compare rate runs/demo --export sheet.csv    # blind sheet for human raters
     compare rate runs/demo --import sheet.csv    # fold scores back, agreement with the judge
+    compare curve compare/experiments/curve-demo.yaml --out runs/curve   # accuracy vs training
 """
 
 from __future__ import annotations
@@ -57,8 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mc-mode", choices=["loglikelihood", "cloze", "generate"],
                      help="multiple choice: letter log-likelihood (lm-eval Belebele style, "
                           "default), option-text cloze (acc_norm), or a generated letter")
-    run.add_argument("--judge", help="LLM judge: a model name, an OpenAI-compatible URL, or "
-                     "NAME@URL")
+    run.add_argument("--mc-prompt", choices=["auto", "chat", "plain"],
+                     help="multiple-choice contexts: the system's own chat prompt (auto, for a "
+                          "chat model) or lm-eval's plain text")
+    run.add_argument("--judge", help="LLM judge: a model name, NAME@URL on an OpenAI-compatible "
+                     "server, or a bare URL (the one model it serves); cached by the model the "
+                     "server reports; the report warns when it is a compared model and gives its "
+                     "agreement with answer_accuracy (Spearman, Cohen's kappa)")
+    run.add_argument("--judge-pairwise", action=argparse.BooleanOptionalAction, default=None,
+                     help="with --judge: also A/B verdicts for every column pair (default on)")
+    run.add_argument("--primary-metric", help="metric the verdicts are stated on (default auto: "
+                     "answer_accuracy, or judge_correct with --judge)")
+    run.add_argument("--multiplicity", choices=("holm", "bh"),
+                     help="correction across the report's paired tests (default holm)")
     run.add_argument("--template", help="rag prompt template: short (default: short answers), "
                      "default, another name in rag/templates, or a YAML path")
     run.add_argument("--lang", help="answer language: auto (each question's own) or pt, en")
@@ -81,7 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--import", dest="import_", type=Path, help="read a filled sheet")
     for sp in (run, rep, diff, rate):
         add_common_flags(sp)
+    _curve_parser(sub)
     return p
+
+
+def _curve_parser(sub: argparse._SubParsersAction) -> None:
+    curve = sub.add_parser(
+        "curve", help="the knowledge-injection curve: the fine-tuned model at several epochs "
+        "of one training run beside RAG at k=1..5, against training tokens and seconds",
+        description="Train (or reuse) an adapter with snapshots, run one compare experiment per "
+        "point (base, each snapshot, RAG at each k) and write curve.json, curve.md and "
+        "curve.png with 95% CIs and paired tests. Re-run the same command to continue an "
+        "interrupted curve: finished points are kept.")
+    curve.add_argument("config", type=Path, help="curve YAML (compare/experiments/"
+                       "curve-demo.yaml shows every setting)")
+    curve.add_argument("--out", type=Path, required=True,
+                       help="curve dir (the adapter, pairs, runs/ and curve.* go there)")
+    curve.add_argument("--limit", type=int, help="only the first N questions (a quick look)")
+    add_common_flags(curve)
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:
@@ -94,9 +123,12 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         "rrf_k": args.rrf_k, "title_boost": args.title_boost, "reranker": args.reranker,
         "context_tokens": args.context_tokens,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-        "mc_mode": args.mc_mode, "judge": args.judge, "base_url": args.base_url,
+        "mc_mode": args.mc_mode, "mc_prompt": args.mc_prompt, "judge": args.judge,
+        "judge_pairwise": args.judge_pairwise,
+        "base_url": args.base_url,
         "load_in_4bit": args.load_in_4bit, "backend": args.backend, "seed": args.seed,
-        "template": args.template,
+        "template": args.template, "primary_metric": args.primary_metric,
+        "multiplicity": args.multiplicity,
         "lang": args.lang, "cache": args.cache,
     }
     return canonical_models(load_config(ExperimentConfig, args.config, **overrides))
@@ -127,6 +159,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve(args: argparse.Namespace) -> int:
+    from compare.curve import CURVE_JSON, CURVE_MD, CURVE_PNG, load_curve_config, run_curve
+    from core.config import read_yaml
+
+    experiment = None
+    if args.limit is not None:
+        experiment = {**(read_yaml(args.config).get("experiment") or {}), "limit": args.limit}
+    cfg = load_curve_config(args.config, experiment=experiment)
+    record = run_curve(cfg, args.out, say=None if args.quiet else print,
+                       progress=not args.quiet)
+    for test in record["tests"]:
+        print(f"- {test['verdict']}")
+    print(f"curve: {args.out / CURVE_MD}  (table and tests; figure {args.out / CURVE_PNG}, "
+          f"data {args.out / CURVE_JSON})")
+    return 0
+
+
 def _rate(args: argparse.Namespace) -> int:
     from compare.experiment import export_ratings, import_ratings
 
@@ -147,6 +196,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _run(args)
     if args.cmd == "rate":
         return _rate(args)
+    if args.cmd == "curve":
+        return _curve(args)
     from compare.report import diff_runs, render
 
     for run in (args.run,) if args.cmd == "report" else (args.run_a, args.run_b):

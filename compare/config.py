@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ALL_SYSTEMS = ("base", "rag", "finetuned", "rag+finetuned")
 MC_MODES = ("loglikelihood", "cloze", "generate")
+MC_PROMPTS = ("auto", "chat", "plain")
+MULTIPLICITY = ("holm", "bh")  # Holm-Bonferroni (family-wise error) or Benjamini-Hochberg (FDR)
 _DECODING_FIELDS = tuple(f.name for f in dataclasses.fields(Decoding))
 
 
@@ -52,7 +54,18 @@ class ExperimentConfig:
     batch_size: int = 8
     limit: int | None = None
     mc_mode: str = "loglikelihood"
+    mc_prompt: str = "auto"  # how log-likelihood MC contexts are written: "chat" (the system's
+    # own prompt, chat template and adapter format, as the open questions: the question, its
+    # options and "answer with the letter"; the letter is scored as the answer's first token),
+    # "plain" (lm-eval's plain text ending "Resposta:"), or "auto" (chat for a chat model)
     judge: str | None = None
+    judge_pairwise: bool = True  # also A/B verdicts per column pair (2 prompts each, both
+    # orders); off: the rubric scores and their agreement with the primary metric only
+    judge_backend: str = "auto"  # a judge that is not a compared model: llama.cpp on a CPU
+    # for a GGUF model (auto), or transformers / llamacpp; a compared model judges on its slot
+    primary_metric: str = "auto"  # what verdicts are stated on; "auto": answer_accuracy, or
+    # judge_correct when a judge is configured (the other metrics stay secondary columns)
+    multiplicity: str = "holm"  # correction across every paired test of a report: holm | bh
     base_url: str | None = None
     load_in_4bit: bool = False
     dtype: str = "auto"
@@ -81,10 +94,22 @@ class ExperimentConfig:
         self._canonical_names()
         if self.mc_mode not in MC_MODES:
             raise UserError(f"mc_mode must be one of {', '.join(MC_MODES)}, not {self.mc_mode!r}")
+        if self.mc_prompt not in MC_PROMPTS:
+            raise UserError(f"mc_prompt must be one of {', '.join(MC_PROMPTS)}, "
+                            f"not {self.mc_prompt!r}")
+        if self.multiplicity not in MULTIPLICITY:
+            raise UserError(f"multiplicity must be one of {', '.join(MULTIPLICITY)}, "
+                            f"not {self.multiplicity!r}")
+        self.primary()
         if not self.systems or not self.models or not self.decodings:
             raise UserError("an experiment needs at least one system, model and decoding")
         for name in self.systems:
             SYSTEMS.get(name)
+        from models.backends import BACKENDS
+
+        if self.judge_backend not in BACKENDS:
+            raise UserError(f"judge_backend must be one of {', '.join(BACKENDS)}, "
+                            f"not {self.judge_backend!r}")
         for dec in self.decodings:
             decoding_for(dec, self)
         if self.batch_size < 1 or self.k < 1 or self.max_new_tokens < 1:
@@ -117,6 +142,16 @@ class ExperimentConfig:
                          title_boost=self.title_boost, reranker=self.reranker,
                          base_url=self.base_url, load_in_4bit=self.load_in_4bit,
                          backend=self.backend, batch_size=self.batch_size, progress=progress)
+
+    def primary(self) -> str:
+        """The declared primary metric, resolved: ``auto`` is ``judge_correct`` with a judge,
+        else ``answer_accuracy``; any other name must be a binary or continuous metric."""
+        if self.primary_metric == "auto":
+            return "judge_correct" if self.judge else "answer_accuracy"
+        from compare.metrics import METRICS
+
+        METRICS.get(self.primary_metric)  # "did you mean" on a typo
+        return self.primary_metric
 
     def adapter_for(self, model: str) -> str:
         """The adapter dir for ``model`` (the default adapter belongs to the default model)."""

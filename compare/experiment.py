@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from compare.config import ExperimentConfig
-from compare.judge import judge_pairwise, judge_rubric
+from compare.judge import judge_samples
 from compare.rating import KEY_FILE, agreement, export_sheet, fold_ratings, read_sheet
 from compare.report import render
 from compare.rundir import Sample, read_samples, require_finished, update_results
@@ -46,23 +46,16 @@ def semantic_scorer(embedder_name: str) -> Callable[[list[Sample]], None]:
 
 
 def judge_scorer(judge: Generator, label: str, columns: list[str],
-                 results_extra: dict[str, Any]) -> Callable[[list[Sample]], None]:
-    """A pass adding the rubric scores, and pairwise A/B verdicts for every column pair."""
+                 results_extra: dict[str, Any], same_as: list[str] | None = None,
+                 pairwise: bool = True) -> Callable[[list[Sample]], None]:
+    """A pass adding the rubric scores, pairwise A/B verdicts for every column pair, and the
+    judge's agreement with the reference-based answer accuracy (``results["judge"]``)."""
 
     def score(samples: list[Sample]) -> None:
-        failures = judge_rubric(samples, judge)
-        pairs = [judge_pairwise(samples, a, b, judge)
-                 for i, a in enumerate(columns) for b in columns[i + 1:]]
-        results_extra["judge"] = {"model": label, "failures": failures, "pairwise": pairs,
-                                  "summary": _judge_summary(failures, pairs)}
+        results_extra["judge"] = judge_samples(samples, judge, label, columns,
+                                               same_as=same_as or (), pairwise=pairwise)
 
     return score
-
-
-def _judge_summary(failures: int, pairs: list[dict[str, Any]]) -> str:
-    parts = [f"{p['a']} vs {p['b']}: {p['a_wins']}–{p['b_wins']} ({p['ties']} ties, "
-             f"{p['inconsistent']} flipped with the order)" for p in pairs]
-    return "; ".join(parts) + f". Unparseable judge replies: {failures}."
 
 
 def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
@@ -75,8 +68,9 @@ def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
         from compare.runner import columns_for
 
         columns = [c.label for c in columns_for(cfg)]
-        scorers.append(judge_scorer(factory.judge_generator(cfg.judge), cfg.judge, columns,
-                                    extra))
+        judge = factory.judge_generator(cfg.judge)
+        scorers.append(judge_scorer(judge, cfg.judge, columns, extra, factory.judge_same_as,
+                                    cfg.judge_pairwise))
     try:
         run_dir = run_experiment(cfg, out, factory.build, scorers, progress=progress)
     finally:

@@ -8,6 +8,7 @@ read and written through ``compare.rundir``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -81,8 +82,10 @@ def check_resumable(run_dir: Path, cfg: ExperimentConfig) -> None:
 
 
 def score(answer: SystemAnswer, question: Question, uses_retrieval: bool) -> dict[str, float]:
-    """All applicable metrics for one answer."""
-    extra = {"choice": answer.choice} if answer.choice is not None else {}
+    """All applicable metrics for one answer. Every multiple-choice answer passes its choice,
+    None (a generated reply no option could be read from) included: it is scored wrong
+    (``mc_accuracy`` 0) and counted (``mc_unparsed`` 1), not dropped."""
+    extra = {"choice": answer.choice} if question.is_multiple_choice else {}
     titles = tuple(r.get("title", "") for r in answer.retrieved)
     return score_sample(MetricInput(answer.output, question, titles, uses_retrieval, extra))
 
@@ -120,12 +123,51 @@ def run_column(system: System, col: Column, questions: Sequence[Question], run_d
     return {"rss_mb": peak.mb, "gpu_mb": peak.gpu_mb}
 
 
+OVERLAP_TAGS = ("overlap:trained", "overlap:unseen")  # a training pair asks it with its answer
+
+
+def overlap_tags(cfg: ExperimentConfig) -> dict[str, str]:
+    """Question id -> ``overlap:trained`` when a training pair of the experiment's adapter(s)
+    asks that question (a paraphrase, with its answer: ``finetune.leakage``), else
+    ``overlap:unseen``; empty when no adapter is used or its pairs were not checked. Every
+    column's samples carry the tag, so each system is reported on both subsets."""
+    if not cfg.needs_adapter():
+        return {}
+    from finetune.leakage import overlapping_question_ids
+    from models.adapters import read_manifest
+
+    flagged: set[str] = set()
+    checked = False
+    for model in cfg.models:
+        try:
+            path = Path(cfg.adapter_for(model)).expanduser()
+        except UserError:
+            continue
+        if not (path / "manifest.json").is_file():
+            continue
+        manifest = read_manifest(path)
+        record = manifest.get("leakage") or {}
+        checked = checked or bool(record.get("enabled") and "overlaps" in record)
+        flagged |= set(overlapping_question_ids(manifest))
+    if not checked:
+        return {}
+    questions = read_questions(cfg.questions, require_answers=True)
+    return {q.id: OVERLAP_TAGS[0] if q.id in flagged else OVERLAP_TAGS[1] for q in questions}
+
+
+def with_tags(questions: Sequence[Question], tags: dict[str, str]) -> list[Question]:
+    """``questions`` with the tag each id maps to appended (others unchanged)."""
+    return [dataclasses.replace(q, tags=(*q.tags, tags[q.id])) if q.id in tags else q
+            for q in questions]
+
+
 def run_experiment(cfg: ExperimentConfig, out: Path,
                    build_system: Callable[[Column, ExperimentConfig], System],
                    extra_scorers: Sequence[Callable[[list[Sample]], None]] = (),
                    progress: bool = True) -> Path:
     """Run every column, write samples/results/report into a run dir; return the dir."""
     questions = read_questions(cfg.questions, require_answers=True)[: cfg.limit or None]
+    questions = with_tags(questions, overlap_tags(cfg))
     run_dir = run_dir_for(out)
     check_resumable(run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +197,8 @@ def results_for(cfg: ExperimentConfig, run_dir: Path, samples: list[Sample],
     return {
         "title": cfg.title, "run_name": run_dir.name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "wall_s": wall_s, **summarize(samples, labels, peaks, cfg.seed),
+        "wall_s": wall_s, **summarize(samples, labels, peaks, cfg.seed, primary=cfg.primary(),
+                                      correction=cfg.multiplicity),
         "provenance": {
             "git": provenance.git_state(), "versions": provenance.package_versions(),
             "environment": provenance.environment(), "seed": cfg.seed,
@@ -174,7 +217,12 @@ def refresh_results(run_dir: Path, samples: list[Sample]) -> dict[str, Any]:
     peaks = {c: {"rss_mb": v.get("peak_rss_mb"), "gpu_mb": v.get("peak_gpu_mb")}
              for c, v in results["latency"].items()}
     seed = results.get("provenance", {}).get("seed", 0)
-    results.update(summarize(samples, results["columns"], peaks, seed))
+    config = results.get("config") or {}
+    primary = results.get("primary_metric") or config.get("primary_metric") or "auto"
+    correction = (results.get("multiplicity") or {}).get("method") \
+        or config.get("multiplicity") or "holm"
+    results.update(summarize(samples, results["columns"], peaks, seed, primary=primary,
+                             correction=correction))
     results["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_results(run_dir, results)
     return results

@@ -69,6 +69,11 @@ class ComparedSystem:
         found = self.pipeline.retrieve([q.question for q in questions])
         return found, (time.perf_counter() - start) / max(len(questions), 1)
 
+    def chat_scoring(self) -> bool:
+        """Whether multiple-choice log-likelihoods are taken after the system's own chat prompt
+        (``mc_prompt``: chat, or auto with a chat model) rather than lm-eval's plain text."""
+        return _chat_scoring(self.cfg, self.generator)
+
     def _lang(self, q: Question) -> str:
         return q.lang if self.cfg.lang == "auto" else self.cfg.lang
 
@@ -98,30 +103,55 @@ class ComparedSystem:
                 a.choice = mc.parse_choice(a.output, q.choices)
             return answers
         cloze = self.cfg.mc_mode == "cloze"
-        context_of = mc.cloze_context if cloze else mc.loglikelihood_context
-        requests_of = mc.cloze_requests if cloze else mc.loglikelihood_requests
         passages, retrieval_s = self._passages(questions)
-        contexts = [context_of(q, passages[i] if passages else None)
-                    for i, q in enumerate(questions)]
-        requests = [requests_of(q, c) for q, c in zip(questions, contexts, strict=True)]
+        prompts: list[Any]
+        if self.chat_scoring():
+            # the system's own prompt (rag template, passages, adapter format, chat template),
+            # the answer turn open: each option's letter (or text, cloze) is the answer scored
+            texts = [q.question if cloze else mc.generative_question(q) for q in questions]
+            built = self.pipeline.build(texts, passages, langs=[self._lang(q) for q in questions],
+                                        max_new_tokens=8)
+            prompts = [b.prompt for b in built]
+            contexts = [self.generator.prompt_text(p) for p in prompts]
+            prefix = self.fmt.answer_prefix if self.fmt is not None else ""
+            requests = [mc.answer_requests(q, c, prefix, cloze)
+                        for q, c in zip(questions, contexts, strict=True)]
+            in_prompt = [b.fitted.passages for b in built] if passages is not None else None
+        else:
+            context_of = mc.cloze_context if cloze else mc.loglikelihood_context
+            requests_of = mc.cloze_requests if cloze else mc.loglikelihood_requests
+            contexts = [context_of(q, passages[i] if passages else None)
+                        for i, q in enumerate(questions)]
+            prompts, in_prompt = contexts, passages
+            requests = [requests_of(q, c) for q, c in zip(questions, contexts, strict=True)]
         flat = self.generator.loglikelihood([r for rs in requests for r in rs])
         fresh, seconds, out, pos = self.generator.last_fresh, self.generator.last_seconds, [], 0
-        for i, (q, ctx) in enumerate(zip(questions, contexts, strict=True)):
+        for i, (q, sent) in enumerate(zip(questions, prompts, strict=True)):
             scores, span = flat[pos:pos + len(q.choices)], range(pos, pos + len(q.choices))
             pos += len(q.choices)
             choice = mc.argmax(mc.length_normalized(q, scores) if cloze else scores)
             out.append(SystemAnswer(
-                q.id, q.choices[choice], prompt=ctx,
+                q.id, q.choices[choice], prompt=sent,
                 latency_s=sum(seconds[j] for j in span) + retrieval_s,
-                retrieved=evidence(passages[i], passages[i]) if passages else [],
+                retrieved=evidence(passages[i], in_prompt[i]) if passages and in_prompt else [],
                 cached=not any(j in fresh for j in span), choice=choice, choice_scores=scores))
         return out
 
 
+def _chat_scoring(cfg: ExperimentConfig, generator: Any) -> bool:
+    """Whether multiple-choice contexts are the system's chat prompt (``mc_prompt``)."""
+    if cfg.mc_prompt == "plain":
+        return False
+    return cfg.mc_prompt == "chat" or bool(getattr(generator, "has_chat_template", False))
+
+
 def evidence(retrieved: list[Any], in_prompt: list[Any]) -> list[dict[str, Any]]:
-    """Every retrieved passage (``Passage.to_dict()``), flagged with whether it fit the prompt."""
-    kept = {p.chunk_id for p in in_prompt}
-    return [{**p.to_dict(), "in_prompt": p.chunk_id in kept} for p in retrieved]
+    """Every retrieved passage (``Passage.to_dict()``), flagged with whether it fit the prompt;
+    the text of those that did (as the prompt shows it) is kept for the judge and for readers."""
+    kept = {p.chunk_id: p for p in in_prompt}
+    return [{**p.to_dict(), "in_prompt": p.chunk_id in kept,
+             **({"text": kept[p.chunk_id].text} if p.chunk_id in kept else {})}
+            for p in retrieved]
 
 
 def _answer(q: Question, a: RagAnswer, retrieval_s: float, retrieval: bool) -> SystemAnswer:
@@ -211,10 +241,12 @@ class SystemFactory:
         pipeline = RagPipeline(None, cached, rag_cfg, fmt=self._format(adapter),
                                retriever=self.retrieval if spec.retrieval else None)
         fmt = pipeline.format
+        mismatch = pipeline.check_adapter_prompt(adapter)
         fingerprint = {"system": spec.name, "generator": identity, "adapter": identity.get(
             "adapter"), "prompt_format": fmt.name if fmt else "chat",
             "templates": pipeline.template_versions(), "decoding": dataclasses.asdict(
-                pipeline.decoding(decoding)), "mc_mode": cfg.mc_mode, "lang": cfg.lang}
+                pipeline.decoding(decoding)), "mc_mode": cfg.mc_mode, "lang": cfg.lang,
+            "prompt_mismatch": mismatch}
         if retrieval is not None:
             fingerprint["retrieval"] = retrieval
         return ComparedSystem(spec, pipeline, decoding, cfg, fingerprint)
@@ -243,20 +275,37 @@ class SystemFactory:
 
     def _default_generator(self, model: str, adapter: Path | None
                            ) -> tuple[Generator, dict[str, Any]]:
+        """A model slot's generator and its identity; with ``base_url``, the server's client,
+        keyed by the model card the server reports for the served name (``served``: id, root,
+        owner…, ``models.gen_openai.served_model_identity``) besides the name and URL. A server
+        that cannot report it gets a one-off key (nothing cached is reused) and a warning."""
         from models.adapters import adapter_identity
         from models.backends import server_generator
         from models.slot import ModelSlot, SlotGenerator
 
         cfg = self.cfg
         if cfg.base_url:
+            import logging
+            import uuid
+
+            from models.gen_openai import ServerRefused, ServerUnreachable, served_model_identity
+
             served = model if adapter is None else adapter.name
             client, identity = server_generator(cfg.base_url, served, cfg.batch_size,
                                                 self.progress)
+            card: dict[str, Any]
+            try:
+                card = served_model_identity(cfg.base_url, served)
+            except (ServerRefused, ServerUnreachable) as exc:
+                logging.getLogger(__name__).warning(
+                    "the server at %s cannot say which model it serves as %s (%s); its answers "
+                    "will not be reused from the cache", cfg.base_url, served, exc)
+                card = {"id": None, "unverified": str(exc)[:300], "nonce": uuid.uuid4().hex}
             about: dict[str, Any] | None = None
             if adapter is not None:
                 local = (adapter / "adapter_config.json").is_file()
                 about = adapter_identity(adapter) if local else {"served": served}
-            return client, {**identity, "adapter": about}
+            return client, {**identity, "served": card, "adapter": about}
         if model not in self._slots:
             from models.loading import LoadOptions
 
@@ -307,16 +356,55 @@ class SystemFactory:
 
     def judge_generator(self, judge: str) -> CachedGenerator:
         """The LLM judge, cached like the systems: a model name (loaded in-process, sharing a
-        compared model's weights when it is one), an OpenAI-compatible URL, or ``NAME@URL``."""
+        compared model's weights when it is one, keyed by that generator's identity), an
+        OpenAI-compatible URL (judging with the one model the server serves), or ``NAME@URL``.
+
+        A served judge is keyed by the model card the server reports for it (``GET /v1/models``:
+        id, owner, root…; ``models.gen_openai.served_model_identity``) as well as its name and
+        URL, so that other weights behind the same name never answer from the cache; a server
+        that cannot report it (no model list, no answer) gets a one-off key, so nothing cached
+        is reused, and a warning. The columns whose model is the judge (same name, weights or
+        identity) are left in ``self.judge_same_as`` for the judge's results."""
+        import logging
+        import uuid
+
+        from compare.judge import same_as_model_under_test
+        from compare.runner import columns_for
+
         name, _, url = judge.rpartition("@") if "@http" in judge else ("", "", judge)
         gen: Generator
         if url.startswith(("http://", "https://")):
             from models.backends import server_generator
+            from models.gen_openai import ServerRefused, ServerUnreachable, served_model_identity
 
-            gen, identity = server_generator(url, name or "judge", self.cfg.batch_size,
-                                             self.progress)
+            served: dict[str, Any]
+            try:
+                served = served_model_identity(url, name or None)
+            except (ServerRefused, ServerUnreachable) as exc:
+                logging.getLogger(__name__).warning(
+                    "the judge server cannot say which model it serves (%s); the judge's answers "
+                    "will not be reused from the cache", exc)
+                served = {"id": None, "unverified": str(exc)[:300], "nonce": uuid.uuid4().hex}
+            gen, identity = server_generator(url, name or served["id"] or "judge",
+                                             self.cfg.batch_size, self.progress)
+            identity = {**identity, "served": served}
         else:
-            gen, identity = self._generator(judge, None)
+            from models.sources import canonical_model_name
+
+            judge_model = canonical_model_name(judge)
+            if judge_model not in self._slots:  # not a compared model: its own backend
+                from models.loading import LoadOptions
+                from models.slot import ModelSlot
+
+                options = LoadOptions(dtype=self.cfg.dtype, load_in_4bit=self.cfg.load_in_4bit)
+                self._slots[judge_model] = ModelSlot(judge_model, options, self.cfg.batch_size,
+                                                     self.progress,
+                                                     backend=self.cfg.judge_backend)
+            gen, identity = self._generator(judge_model, None)
+        models = {c.label: c.model for c in columns_for(self.cfg)}
+        known = {m: self._generator(m, None)[1] for m in dict.fromkeys(models.values())}
+        self.judge_same_as: list[str] = same_as_model_under_test(
+            identity, {label: (m, known[m]) for label, m in models.items()})
         return CachedGenerator(gen, self.cache, {"role": "judge", **identity},
                                self.cfg.batch_size)
 

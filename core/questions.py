@@ -8,10 +8,19 @@ One JSON object a line (blank lines are skipped)::
 
 ``id`` (string or integer, unique across the files read) and ``question`` (non-empty text) are
 required. ``answers`` are the acceptable references (``compare`` needs them: see
-``require_answers``); ``choices`` + ``answer_index`` make a multiple-choice question;
-``gold_titles`` name the pages that answer it (``rag eval-retrieval`` scores retrieval on them);
-``lang`` is its language (default ``pt``); ``tags`` group results in reports. Nothing else is
-allowed, so a misspelt field is an error rather than silently ignored.
+``require_answers``); ``gold_titles`` name the pages that answer it (``rag eval-retrieval``
+scores retrieval on them); ``lang`` is its language (default ``pt``); ``tags`` group results in
+reports. Nothing else is allowed, so a misspelt field is an error rather than silently ignored.
+
+A multiple-choice question has ``choices`` (the options, in order) and the right one, given as
+``answer_index`` (its 0-based position) or, as lm-evaluation-harness task files do, as
+``answer``: the position (``1``) or the option letter (``"B"``, ``A`` being the first option)::
+
+    {"id": "enem-01", "question": "Quem proclamou a independência?",
+     "choices": ["Tiradentes", "Dom Pedro I", "Deodoro da Fonseca"], "answer": "B"}
+
+Such a line needs no ``answers``: the right option's text is its reference. Giving both
+``answer`` and ``answer_index`` is allowed only when they name the same option.
 
 ``read_questions`` validates the whole file before anything uses it and raises one ``UserError``
 listing every bad line as ``file:line: what is wrong: what to do``.
@@ -27,8 +36,11 @@ from typing import Any
 from core.errors import UserError
 from core.jsonl import NOT_UTF8, iter_jsonl
 
-FIELDS = ("id", "question", "answers", "gold_titles", "lang", "tags", "choices", "answer_index")
+FIELDS = ("id", "question", "answers", "gold_titles", "lang", "tags", "choices", "answer_index",
+          "answer")
 DEFAULT_LANG = "pt"
+OPTION_LETTERS = "ABCDEFGHIJ"  # option labels: "answer": "B" names choices[1] (as in compare.mc)
+_MC_FIELDS = ("choices", "answer_index", "answer")  # a right option stands in for "answers"
 MAX_DETAILED = 50  # bad lines described one by one; any further ones are listed by number
 _STRING_LISTS = {
     "answers": 'the acceptable reference answers, e.g. "answers": ["1822"]',
@@ -133,9 +145,10 @@ def _problems(obj: Any, require_answers: bool) -> list[str]:
             out.append('"gold_titles" holds an empty title: remove it')
     if isinstance(obj.get("answers"), list) and not obj["answers"]:
         out.append(f'"answers" is empty: list {_STRING_LISTS["answers"]}, or leave it out')
-    elif require_answers and obj.get("answers") is None:
+    elif require_answers and all(obj.get(k) is None for k in ("answers", *_MC_FIELDS)):
         out.append(f'missing "answers" (replies are scored against them): add '
-                   f'{_STRING_LISTS["answers"]}')
+                   f'{_STRING_LISTS["answers"]}, or "choices" + "answer_index" for a '
+                   "multiple-choice question")
     lang = obj.get("lang")
     if lang is not None and (not isinstance(lang, str) or not lang.strip()):
         out.append('"lang" must be a language code such as "pt" or "en"')
@@ -148,26 +161,69 @@ def _problems(obj: Any, require_answers: bool) -> list[str]:
 
 
 def _choice_problems(obj: dict[str, Any]) -> list[str]:
-    has_choices, has_index = obj.get("choices") is not None, obj.get("answer_index") is not None
-    if has_choices != has_index:
-        return ['"choices" and "answer_index" go together: give both (a multiple-choice '
-                "question) or neither"]
-    if not has_choices:
-        return []
-    idx, choices = obj["answer_index"], obj["choices"]
-    if (not isinstance(idx, int) or isinstance(idx, bool) or not isinstance(choices, list)
-            or not 0 <= idx < len(choices)):
-        return ['"answer_index" must be the 0-based position of the right option in "choices"']
-    return []
+    return _right_option(obj)[1]
+
+
+_INDEX_HELP = ('"answer_index" must be the 0-based position of the right option in "choices", '
+               'e.g. "answer_index": 1 for the second')
+_ANSWER_HELP = ('"answer" must be the letter of the right option (A for the first, e.g. '
+                '"answer": "B") or its 0-based position in "choices"')
+
+
+def _right_option(obj: dict[str, Any]) -> tuple[int | None, list[str]]:
+    """(index of the right option or None, problems) of a line's multiple-choice fields."""
+    choices, index, answer = obj.get("choices"), obj.get("answer_index"), obj.get("answer")
+    if choices is None:
+        given = [f'"{k}"' for k in ("answer_index", "answer") if obj.get(k) is not None]
+        if given:
+            return None, [f'"choices" and {" / ".join(given)} go together: give both (a '
+                          "multiple-choice question) or neither (an open question: its "
+                          'references go in "answers")']
+        return None, []
+    if index is None and answer is None:
+        return None, ['"choices" and "answer_index" go together: give the right option as '
+                      '"answer_index" (0-based) or "answer" (its letter), or drop "choices"']
+    if not isinstance(choices, list):
+        return None, []  # reported as not a list of strings
+    by_index = _position(index, len(choices)) if index is not None else None
+    by_answer = _answer_position(answer, len(choices)) if answer is not None else None
+    problems = ([_INDEX_HELP] if index is not None and by_index is None else []) + (
+        [_ANSWER_HELP] if answer is not None and by_answer is None else [])
+    if problems:
+        return None, problems
+    if by_index is not None and by_answer is not None and by_index != by_answer:
+        return None, [f'"answer" {answer!r} is option {by_answer} (0-based) but "answer_index" '
+                      f"is {by_index}: keep the right one of them"]
+    return (by_index if by_index is not None else by_answer), []
+
+
+def _position(value: Any, n: int) -> int | None:
+    """``value`` when it is an integer position among ``n`` options (not a bool)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n
+    return value if ok else None
+
+
+def _answer_position(value: Any, n: int) -> int | None:
+    """lm-eval's ``answer``: an integer position, or one option letter (either case)."""
+    if isinstance(value, str):
+        letter = value.strip().upper()
+        if len(letter) == 1 and letter in OPTION_LETTERS[:n]:
+            return OPTION_LETTERS.index(letter)
+        return None
+    return _position(value, n)
 
 
 def _question(obj: dict[str, Any], source: str) -> Question:
+    choices = tuple(obj.get("choices") or ())
+    index = _right_option(obj)[0]
+    answers = tuple(obj.get("answers") or ())
+    if not answers and index is not None:
+        answers = (choices[index],)  # an lm-eval-shaped line: the right option is the reference
     return Question(
-        id=_id(obj), question=obj["question"].strip(), answers=tuple(obj.get("answers") or ()),
+        id=_id(obj), question=obj["question"].strip(), answers=answers,
         gold_titles=tuple(t.strip() for t in obj.get("gold_titles") or ()),
         lang=obj.get("lang") or DEFAULT_LANG, tags=tuple(obj.get("tags") or ()),
-        choices=tuple(obj.get("choices") or ()), answer_index=obj.get("answer_index"),
-        source=source,
+        choices=choices, answer_index=index, source=source,
     )
 
 

@@ -5,8 +5,10 @@
 
 1. models: materialize the default generator and embedder (once, into the model cache);
 2. ingest the sample dump into the default store (skipped when the store holds this dump);
-3. instruction pairs from the store, with the leakage filter against the default questions
-   (skipped when store, questions and settings are unchanged: sha256s recorded beside the pairs);
+3. short-answer instruction pairs from the store, checked for overlap with every question file
+   of the experiment (kept and reported: the report splits results into questions with and
+   without an overlapping pair); skipped when store, questions and settings are unchanged
+   (sha256s recorded beside the pairs);
 4. train the ``cpu-demo`` adapter (skipped when it was trained on these pairs with this preset;
    an interrupted training resumes from its last checkpoint);
 5. ``compare run`` the default experiment (``compare/experiments/default.yaml``: the default
@@ -40,7 +42,6 @@ from core.paths import (
     REPO_ROOT,
     cache_dir,
     default_adapter_dir,
-    default_questions,
     default_store_dir,
     sample_dump,
 )
@@ -48,6 +49,7 @@ from core.paths import (
 log = logging.getLogger(__name__)
 
 TRAIN_PRESET = "cpu-demo"
+DEMO_TEMPLATES = ("short",)  # the pairs' mix (finetune.templates): see demo_pairs_config
 # What opening an unfinished or damaged store raises: ``UserError`` (no or corrupt manifest,
 # missing files, a corrupt or short chunks.sqlite), sqlite3 errors the store does not wrap
 # (opening the database), OSError (unreadable files), ValueError (a malformed manifest value).
@@ -115,7 +117,6 @@ def ensure_store(progress: bool) -> str:
 
 
 def _pairs_inputs() -> dict[str, Any]:
-    from finetune.pairs import PairsConfig
     from ingest.store import Store
 
     store = Store.open(default_store_dir())
@@ -123,25 +124,43 @@ def _pairs_inputs() -> dict[str, Any]:
         store_sha = store.sha256()
     finally:
         store.close()
-    return {"store_sha256": store_sha, "questions_sha256": sha256_file(default_questions()),
-            "config": config_dict(PairsConfig())}
+    return {"store_sha256": store_sha,
+            "questions_sha256": {p.name: sha256_file(p) for p in demo_question_files()},
+            "config": config_dict(demo_pairs_config())}
+
+
+def demo_question_files() -> list[Path]:
+    """Every question file the demo's experiment evaluates (open and multiple-choice): the
+    training pairs are checked against all of them."""
+    return [Path(q) for q in ExperimentConfig().questions]
+
+
+def demo_pairs_config() -> Any:
+    """The demo adapter's pairs: short answers (the bare value of a fact, 3 phrasings each),
+    the shape the questions are asked in; overlapping pairs kept and reported."""
+    from finetune.pairs import PairsConfig
+
+    return PairsConfig(templates=DEMO_TEMPLATES)
 
 
 def ensure_pairs(progress: bool) -> str:
     """Instruction pairs with the leakage filter, unless made from these very inputs."""
-    from finetune.pairs import PairsConfig, make_pairs
+    from finetune.pairs import make_pairs
 
     out, inputs = pairs_path(), _pairs_inputs()
     stamp = out.with_suffix(".inputs.json")
     if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == inputs:
         return f"pairs {out} are up to date (skipped)"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = make_pairs(default_store_dir(), out, PairsConfig(), questions=default_questions(),
-                      progress=progress)
+    meta = make_pairs(default_store_dir(), out, demo_pairs_config(),
+                      questions=demo_question_files(), progress=progress)
     stamp.write_text(json.dumps(inputs, indent=1), encoding="utf-8")
     counts, leak = meta["counts"], meta.get("leakage") or {}
-    return (f"{counts['pairs']} pairs ({counts['train']} train, {counts['validation']} "
-            f"validation); leakage filter dropped {leak.get('dropped', 0)} -> {out}")
+    kinds = ", ".join(f"{n} {k}" for k, n in (counts.get("by_kind") or {}).items())
+    return (f"{counts['pairs']} pairs ({kinds}; {counts['train']} train, "
+            f"{counts['validation']} validation); {leak.get('overlapping', 0)} overlap "
+            f"{len(leak.get('by_question') or {})} evaluation questions ({leak.get('mode')} "
+            f"mode: kept, reported apart) -> {out}")
 
 
 def ensure_adapter(progress: bool) -> str:

@@ -7,13 +7,24 @@ Reading it back is ``models.adapters``' (``read_manifest``, ``adapter_format``,
 ``adapter_base``, ``load_adapter``, ``load_adapter_generator``), so rag and compare use adapters
 without finetune; ``models.loading.load_model(base, adapter=DIR)`` refuses an adapter whose
 manifest names another base.
+
+Snapshots (``TrainConfig.snapshot_epochs``): ``snapshot_callbacks`` gives the training loop a
+``finetune.callbacks.SnapshotCallback`` that saves, at the step closest to each requested epoch,
+a complete adapter dir ``<out>/snapshots/epoch-<e>/`` (``write_snapshot``: peft's safetensors,
+a ``manifest.json`` that ``models.adapters`` reads like any other, with a ``snapshot`` record:
+epoch, step, tokens and loss tokens trained on, wall and CPU seconds of the optimizer steps,
+device; and the training log up to that step). ``finalize_snapshots`` copies the finished run's
+pairs, leakage and truncation records into them; ``snapshot_dirs`` lists them by epoch.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import resource
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,7 +109,8 @@ def build_manifest(config: TrainConfig, fmt: Format, pairs_path: Path, counts: d
         "kind": "lora" if config.use_lora else "full",
         "base_model": base_model_record(config.model),
         "prompt_format": fmt.describe(),
-        "prompt": TrainingPrompt.of(config.prompt_template).describe(),
+        "prompt": TrainingPrompt.of(config.prompt_template).describe(
+            int((meta.get("counts") or {}).get("with_context", 0))),
         "config": config_dict(config),
         "resolved": {"precision": precision},
         "pairs": {"path": str(pairs_path), "sha256": sha256_file(pairs_path), **counts,
@@ -117,6 +129,111 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, default=str) + "\n",
                     encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+SNAPSHOTS = "snapshots"  # = finetune.callbacks.SNAPSHOTS
+FINAL_RECORDS = ("pairs", "leakage", "truncation", "resolved", "prompt")  # known once the
+# run is done (``prompt``: how many pairs carried passages)
+
+
+def snapshot_callbacks(config: TrainConfig, fmt: Format, out_dir: Path) -> list[Any]:
+    """The training loop's snapshot callback for ``config.snapshot_epochs`` (none when it asks
+    for no epoch after 0, or under FSDP, whose sharded weights a callback cannot gather)."""
+    if not any(e > 0 for e in config.snapshot_epochs):
+        return []
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        log.warning("snapshot_epochs is ignored under FSDP: only the final adapter is written")
+        return []
+    from finetune.callbacks import SnapshotCallback
+
+    write = functools.partial(write_snapshot, config=config, fmt=fmt,
+                              log_path=Path(out_dir) / "training_log.jsonl")
+    return [SnapshotCallback(Path(out_dir), config.snapshot_epochs, write)]
+
+
+def write_snapshot(model: Any, folder: Path, snapshot: dict[str, Any], tokenizer: Any = None,
+                   *, config: TrainConfig, fmt: Format, log_path: Path | None = None) -> Path:
+    """Save ``model`` (a peft model: its LoRA weights as safetensors; a full model with its
+    tokenizer) as a complete adapter dir ``folder`` with its ``manifest.json`` and the training
+    log up to the snapshot's step. ``snapshot`` is the ``SnapshotCallback`` record (``epoch``,
+    ``step``, ``tokens_seen``, ``loss_tokens``, ``train_seconds``, ``cpu_seconds``, ``device``…).
+    Written beside, then moved into place: a folder with a manifest is a whole snapshot."""
+    from finetune.callbacks import read_log, series
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    for path in (tmp, folder):
+        if path.exists():
+            shutil.rmtree(path)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp))  # safetensors (peft and transformers default)
+    if not config.use_lora and tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    step = int(snapshot["step"])
+    records = [r for r in (read_log(log_path) if log_path else []) if r.get("step", 0) <= step]
+    records.append({"step": step, "epoch": snapshot.get("epoch"),
+                    "num_tokens": snapshot.get("tokens_seen"), "snapshot": True})
+    (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records),
+                                            encoding="utf-8")
+    _, losses = series(records, "loss")
+    _, evals = series(records, "eval_loss")
+    manifest = {
+        "format_version": 1,
+        "kind": "lora" if config.use_lora else "full",
+        "base_model": _base_record(config.model),
+        "prompt_format": fmt.describe(),
+        "prompt": TrainingPrompt.of(config.prompt_template).describe(),
+        "config": config_dict(config),
+        "training": {"global_step": step, "epoch": snapshot.get("epoch"), "completed": True,
+                     "snapshot": True, "first_loss": losses[0] if losses else None,
+                     "last_loss": losses[-1] if losses else None,
+                     "first_eval_loss": evals[0] if evals else None,
+                     "last_eval_loss": evals[-1] if evals else None},
+        "snapshot": dict(snapshot),
+        "versions": package_versions(PACKAGES, python=True),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_manifest(tmp, manifest)
+    os.replace(tmp, folder)
+    return folder
+
+
+@functools.lru_cache(maxsize=8)
+def _base_record(name: str) -> dict[str, str]:
+    return base_model_record(name)
+
+
+def snapshot_dirs(adapter_dir: str | Path) -> list[tuple[float, Path]]:
+    """(requested epoch, folder) of every whole snapshot of an adapter dir, by epoch."""
+    root = Path(adapter_dir).expanduser() / SNAPSHOTS
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if not (folder / MANIFEST).is_file() or folder.name.endswith(".tmp"):
+            continue
+        record = read_manifest(folder).get("snapshot") or {}
+        epoch = record.get("requested_epoch", record.get("epoch"))
+        if isinstance(epoch, (int, float)):
+            found.append((float(epoch), folder))
+    return sorted(found)
+
+
+def finalize_snapshots(adapter_dir: str | Path) -> list[Path]:
+    """Copy the finished run's records that a snapshot cannot know while training (the pairs
+    file and its leakage report, truncation counts, resolved precision) from the adapter's
+    ``manifest.json`` into each snapshot's; returns the snapshot folders. Idempotent."""
+    final = read_manifest(adapter_dir)
+    done = []
+    for _, folder in snapshot_dirs(adapter_dir):
+        manifest = read_manifest(folder)
+        manifest.update({k: final[k] for k in FINAL_RECORDS if k in final})
+        manifest["snapshot"] = {**manifest.get("snapshot", {}),
+                                "run": str(Path(adapter_dir).expanduser().resolve()),
+                                "run_steps": (final.get("training") or {}).get("global_step")}
+        write_manifest(folder, manifest)
+        done.append(folder)
+    return done
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:

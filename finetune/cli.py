@@ -1,14 +1,16 @@
 """``finetune``: instruction pairs, QLoRA training, adapter info and merge.
 
     finetune pairs --store ~/.cache/ragvsft/stores/sample --out pairs.jsonl \\
-        --exclude-questions data/questions/brazil_history.jsonl
+        --questions data/questions/brazil_history.jsonl data/questions/multiple_choice.jsonl
     finetune train --config cpu-demo --pairs pairs.jsonl --out ~/.cache/ragvsft/adapters/cpu-demo
     finetune info ~/.cache/ragvsft/adapters/cpu-demo
     finetune merge ~/.cache/ragvsft/adapters/cpu-demo --out merged/
 
 Pairs files are ONE JSONL (``instruction``, ``input``, ``output``, ``source``, ``kind``,
 ``split`` = train | validation, split by article) plus a ``<name>.meta.json`` sidecar with the
-counts and the leakage filter's report, which the adapter manifest copies.
+counts and the overlap check's report (which pairs teach which evaluation question's answer in
+the asked form; ``--overlap report`` keeps them, ``strict`` drops them), which the adapter
+manifest copies.
 """
 
 from __future__ import annotations
@@ -27,17 +29,25 @@ MERGE_HELP = ("merge the adapter into a full-precision (fp32/bf16) copy of its b
 
 
 def _pairs_parser(sub: argparse._SubParsersAction) -> None:
-    from finetune.leakage import DEFAULT_THRESHOLD
+    from finetune.leakage import DEFAULT_MODE, DEFAULT_THRESHOLD, MODES
 
     p = sub.add_parser("pairs", help="make instruction pairs from a store's articles")
     p.add_argument("--store", type=Path,
                    help="store dir (default: the demo's store, $RAGVSFT_CACHE/stores/sample)")
     p.add_argument("--out", type=Path, required=True, help="pairs JSONL to write")
-    p.add_argument("--exclude-questions", type=Path,
-                   help="questions JSONL: drop pairs restating any of them (leakage control)")
-    p.add_argument("--leakage-threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="token-set similarity at or above which a pair is dropped (default "
-                        "%(default)s)")
+    p.add_argument("--questions", "--exclude-questions", dest="questions", type=Path,
+                   nargs="+", action="extend", metavar="FILE",
+                   help="the experiment's questions JSONL files, open and multiple-choice (the "
+                        "flag may be repeated): every pair is checked for asking one of them "
+                        "with its answer (--exclude-questions is the old name)")
+    p.add_argument("--overlap", choices=MODES,
+                   help=f"report: keep overlapping pairs and list them in the meta, so results "
+                        f"can be split by question; strict: drop them, so only transfer to "
+                        f"unseen forms is measured (default {DEFAULT_MODE})")
+    p.add_argument("--leakage-threshold", type=float,
+                   help="content-word similarity at or above which a pair's question counts as "
+                        "a paraphrase of an evaluation question (its answer must also be in the "
+                        f"pair's output) (default {DEFAULT_THRESHOLD})")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of ARTICLES whose pairs go to validation (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the by-article split")
@@ -45,6 +55,14 @@ def _pairs_parser(sub: argparse._SubParsersAction) -> None:
                                        "summary,dates,facts,sections,short)")
     p.add_argument("--paraphrases", type=int,
                    help="question phrasings per fact in short-answer pairs (default 3)")
+    p.add_argument("--raft-share", type=float,
+                   help="context-aware pairs (RAFT) for an adapter used with RAG: this share of "
+                        "the pairs gets passages from the store's retriever (default 0; train "
+                        "them with --config cpu-raft)")
+    p.add_argument("--raft-absent", type=float,
+                   help="of those, the share without the gold passage, answered with the "
+                        "template's refusal (default 0.2)")
+    p.add_argument("--raft-k", type=int, help="passages per context-aware pair (default 2)")
     p.add_argument("--max-pages", type=int, help="use only the first N articles")
     p.add_argument("--max-output-chars", type=int,
                    help="answers are cut to whole sentences within this many characters "
@@ -127,29 +145,51 @@ def _cmd_pairs(args: argparse.Namespace) -> int:
     from finetune.pairs import PairsConfig, make_pairs
 
     fields = {"val_fraction": args.val_fraction, "seed": args.seed,
-              "leakage_threshold": args.leakage_threshold, "generator": args.generator,
+              "leakage_threshold": args.leakage_threshold, "overlap": args.overlap,
+              "generator": args.generator,
               "gen_per_chunk": args.gen_per_chunk, "gen_max_chunks": args.gen_max_chunks,
               "max_pages": args.max_pages, "max_output_chars": args.max_output_chars,
-              "paraphrases": args.paraphrases}
+              "paraphrases": args.paraphrases, "raft_share": args.raft_share,
+              "raft_absent": args.raft_absent, "raft_k": args.raft_k}
     if args.templates:
         fields["templates"] = tuple(t.strip() for t in args.templates.split(",") if t.strip())
     fields = {k: v for k, v in fields.items() if v is not None}
     meta = make_pairs(args.store or default_store_dir(), args.out, PairsConfig(**fields),
-                      args.exclude_questions, progress=not args.quiet)
+                      args.questions or None, progress=not args.quiet)
     _print_counts(args.out, meta)
     return 0
 
 
 def _print_counts(out: Path, meta: dict) -> None:
-    counts, leak = meta["counts"], meta["leakage"]
+    counts = meta["counts"]
     print(f"wrote {counts['pairs']} pairs to {out} ({counts['train']} train, "
           f"{counts['validation']} validation)")
-    if leak.get("enabled"):
-        print(f"leakage filter: dropped {leak['dropped']} pairs restating "
-              f"{len(leak['by_question'])} of {leak['n_questions']} questions "
-              f"(threshold {leak['threshold']})")
-    else:
-        print("leakage filter: off (pass --exclude-questions to drop pairs restating questions)")
+    raft = (meta.get("raft") or {}).get("counts") or {}
+    if raft:
+        print(f"context-aware pairs: {raft.get('gold_present', 0)} with the gold passage among "
+              f"distractors, {raft.get('gold_absent', 0)} without it (answer: the refusal)")
+    for line in overlap_lines(meta["leakage"]):
+        print(line)
+
+
+def overlap_lines(leak: dict) -> list[str]:
+    """What the overlap check did, in words: mode, pairs kept or dropped, questions per file."""
+    if not leak.get("enabled"):
+        return ["leakage filter: off (pass --questions FILE ... to check pairs against the "
+                "evaluation questions)"]
+    mode = leak.get("mode", "strict")
+    files = ", ".join(f"{Path(f['path']).name if f.get('path') else 'given'}: "
+                      f"{f.get('overlapped_questions', 0)} of {f['questions']}"
+                      for f in leak.get("question_files") or ())
+    n_questions = f"{leak.get('overlapped_questions', len(leak.get('by_question') or {}))} of " \
+                  f"{leak['n_questions']} questions" + (f" ({files})" if files else "")
+    threshold = f"threshold {leak['threshold']}"
+    if mode == "strict":
+        return [f"leakage filter: dropped {leak['dropped']} pairs overlapping {n_questions} "
+                f"(strict mode, {threshold}): only unseen forms of these answers are trained"]
+    return [f"leakage filter: dropped 0 pairs; {leak.get('overlapping', 0)} pairs overlap "
+            f"{n_questions} (report mode, {threshold}): kept and listed in the meta, so "
+            "results can be split into questions with and without an overlapping pair"]
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -191,9 +231,14 @@ def training_summary(manifest: dict) -> list[str]:
             lines.append(f"{split}: {stats['truncated']} of {stats['examples']} examples cut to "
                          f"max_seq_length={trunc['max_seq_length']}, "
                          f"{stats['dropped_prompt_too_long']} dropped (prompt alone too long)")
-    lines.append("leakage filter: " + (f"on, {leak.get('dropped')} pairs dropped"
-                                       if leak.get("enabled") else "OFF (pairs not checked "
-                                       "against evaluation questions)"))
+    if not leak.get("enabled"):
+        lines.append("leakage filter: OFF (pairs not checked against evaluation questions)")
+    elif leak.get("mode", "strict") == "strict":
+        lines.append(f"leakage filter: on, {leak.get('dropped')} pairs dropped (strict mode)")
+    else:
+        lines.append(f"leakage filter: on, 0 pairs dropped (report mode: "
+                     f"{leak.get('overlapping', 0)} training pairs overlap "
+                     f"{leak.get('overlapped_questions', 0)} evaluation questions)")
     return lines
 
 

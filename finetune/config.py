@@ -63,6 +63,8 @@ class TrainConfig:
     prompt_template: str | None = "short"  # the rag template pairs are rendered with (the one
     # compare evaluates with: prompt parity); "none": the bare instruction as one user turn
     packing: bool = False
+    loss_positions_only: bool = True  # the 151k-wide LM head only at positions whose next-token
+    # label is not -100 (finetune.loss; trl does it itself on CUDA/XPU, not on a CPU)
     max_eval_examples: int | None = None  # cap the validation split (eval costs time on a CPU)
     # bookkeeping
     logging_steps: int = 25
@@ -71,6 +73,8 @@ class TrainConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # delete <out>/checkpoints once training has completed
+    snapshot_epochs: tuple[float, ...] = ()  # save the adapter at the optimizer step closest
+    # to each of these epochs into <out>/snapshots/epoch-<e>/ (the knowledge-injection curve)
     seed: int = 42
     torch_threads: int | None = None  # CPU threads for training; None keeps torch's default
 
@@ -84,6 +88,7 @@ class TrainConfig:
             raise UserError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if self.max_seq_length < 8:
             raise UserError(f"max_seq_length must be at least 8, not {self.max_seq_length}")
+        object.__setattr__(self, "snapshot_epochs", snapshot_epochs(self.snapshot_epochs))
         positive = ("per_device_train_batch_size", "per_device_eval_batch_size",
                     "gradient_accumulation_steps", "logging_steps", "save_steps", "lora_r",
                     "max_eval_examples", "eval_steps")
@@ -96,6 +101,19 @@ class TrainConfig:
         if self.target_modules.strip() == "all-linear":
             return "all-linear"
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+def snapshot_epochs(value: Any) -> tuple[float, ...]:
+    """``snapshot_epochs`` as a sorted tuple of distinct epochs (a YAML list, one number, or
+    empty); UserError for a negative or non-numeric entry."""
+    items = value if isinstance(value, (list, tuple)) else () if value is None else (value,)
+    try:
+        epochs = sorted({float(e) for e in items})
+    except (TypeError, ValueError):
+        raise UserError(f"snapshot_epochs must be numbers of epochs, not {value!r}") from None
+    if any(e < 0 for e in epochs):
+        raise UserError(f"snapshot_epochs must not be negative: {value!r}")
+    return tuple(epochs)
 
 
 def preset_names() -> list[str]:

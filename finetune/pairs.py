@@ -1,10 +1,11 @@
-"""Instruction pairs from a store: templates (+ generator QA), limits, dedup, leakage, split.
+"""Instruction pairs from a store: templates (+ generator QA), limits, dedup, overlap, split.
 
 Output: ONE pairs JSONL whose rows carry ``split`` = ``train`` | ``validation``; the split is by
 article (sha256 of ``seed:title`` read as a fraction, below ``val_fraction``), so no article has
 pairs on both sides. Beside it, ``<name>.meta.json`` records the counts, the config, the split rule,
-the leakage filter (on/off, threshold, questions sha256, drops) and the source store; adapter
-manifests copy it.
+the overlap check against the evaluation questions (``leakage``: mode ``report`` or ``strict``,
+threshold, every question file with its sha256, which pairs overlap which questions, drops) and
+the source store; adapter manifests copy it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from core.config import config_dict
 from core.errors import UserError
 from core.text import fold, squash
 from finetune.genqa import ChunkText, generated_pairs
-from finetune.leakage import DEFAULT_THRESHOLD, find_leaks
+from finetune.leakage import DEFAULT_MODE, DEFAULT_THRESHOLD, Questions, check_mode, check_pairs
+from finetune.raft import RaftConfig, add_context
 from finetune.records import Pair, split_of, write_meta, write_pairs
 from finetune.templates import TEMPLATES, Limits, PageRecord, page_pairs
 from finetune.text import clip
@@ -55,7 +57,13 @@ class PairsConfig:
     max_section_pairs: int = 4
     val_fraction: float = 0.1
     seed: int = 0
-    leakage_threshold: float = DEFAULT_THRESHOLD
+    leakage_threshold: float = DEFAULT_THRESHOLD  # question similarity of the overlap check
+    overlap: str = DEFAULT_MODE  # "report": keep overlapping pairs, list them; "strict": drop
+    raft_share: float = 0.0  # context-aware pairs (finetune.raft): share of the qualifying pairs
+    raft_absent: float = 0.2  # ... of which the gold passage is left out (target: the refusal)
+    raft_k: int = 2  # passages per context-aware pair (compare's k)
+    raft_retriever: str = "hybrid"  # the RAG system's retriever
+    prompt_template: str = "short"  # the rag template (its refusal is the gold-absent target)
     generator: str | None = None
     gen_per_chunk: int = 0
     gen_max_chunks: int = 200
@@ -68,6 +76,17 @@ class PairsConfig:
             TEMPLATES.get(name)
         if self.gen_per_chunk < 0 or (self.gen_per_chunk and not self.generator):
             raise UserError("--gen-per-chunk needs --generator MODEL (and a count >= 0)")
+        check_mode(self.overlap)
+        self.raft()  # its ranges, checked
+        if not 0 < self.leakage_threshold <= 1:
+            raise UserError(f"--leakage-threshold must be in (0, 1], not "
+                            f"{self.leakage_threshold}")
+
+    def raft(self) -> RaftConfig:
+        """The context-aware pairs' settings."""
+        return RaftConfig(share=self.raft_share, absent=self.raft_absent, k=self.raft_k,
+                          retriever=self.raft_retriever, template=self.prompt_template,
+                          seed=self.seed)
 
     def limits(self) -> Limits:
         """The per-template limits."""
@@ -162,22 +181,29 @@ def assign_splits(items: Iterable[Item], config: PairsConfig) -> list[Pair]:
 
 
 def build_pairs(pages: Iterable[PageRecord], config: PairsConfig,
-                questions: Path | None = None, generator: Generator | None = None,
+                questions: Questions = None, generator: Generator | None = None,
                 chunks: Iterable[ChunkText] = (), progress: bool = True
                 ) -> tuple[list[Pair], dict[str, Any]]:
-    """The whole recipe on page records; returns the pairs and the meta record."""
+    """The whole recipe on page records; returns the pairs and the meta record.
+
+    ``questions``: the experiment's question files (and/or ``Question`` objects) every pair is
+    checked against; ``config.overlap`` says whether overlapping pairs are kept and listed
+    (``report``) or dropped (``strict``)."""
     counts: Counter[str] = Counter()
     items = template_items(pages, config, counts, progress)
     if generator is not None and config.gen_per_chunk > 0:
         items += generated_pairs(chunks, generator, config.gen_per_chunk, config.gen_max_chunks)
     counts.update(f"candidates_{pair.kind}" for _, pair in items)
     items = clean_items(items, config, counts)
-    leaks, leakage = find_leaks([p for _, p in items], questions, config.leakage_threshold)
-    pairs = assign_splits((item for item, leak in zip(items, leaks, strict=True) if not leak),
-                          config)
+    overlaps, leakage = check_pairs([p for _, p in items], questions, config.leakage_threshold,
+                                    config.overlap)
+    strict = config.overlap == "strict"
+    pairs = assign_splits((item for item, hits in zip(items, overlaps, strict=True)
+                           if not (strict and hits)), config)
     if not pairs:
-        raise UserError("no instruction pairs were made (empty store, or everything was "
-                        "filtered); check the store and the --exclude-questions threshold")
+        raise UserError("no instruction pairs were made (empty store, or every pair overlaps "
+                        "an evaluation question in strict mode); check the store, or use "
+                        "--overlap report")
     meta = pairs_meta(pairs, config, dict(counts), leakage.to_dict())
     if generator is not None:
         meta["generator"] = {"name": generator.name, "per_chunk": config.gen_per_chunk,
@@ -187,7 +213,8 @@ def build_pairs(pages: Iterable[PageRecord], config: PairsConfig,
 
 def pairs_meta(pairs: Sequence[Pair], config: Any, counts: dict[str, int],
                leakage: dict[str, Any]) -> dict[str, Any]:
-    """The sidecar record: counts by split and kind, config, split rule, leakage."""
+    """The sidecar record: counts by split and kind, config, split rule, the overlap check
+    (``leakage``, an ``OverlapReport`` as a dict)."""
     splits = Counter(p.split for p in pairs)
     return {
         "format_version": 1,
@@ -206,7 +233,7 @@ def pairs_meta(pairs: Sequence[Pair], config: Any, counts: dict[str, int],
 
 
 def make_pairs(store_dir: Path, out: Path, config: PairsConfig,
-               questions: Path | None = None, progress: bool = True) -> dict[str, Any]:
+               questions: Questions = None, progress: bool = True) -> dict[str, Any]:
     """``finetune pairs``: open the store, build, write ``out`` and its ``.meta.json``."""
     from ingest.store import Store
 
@@ -217,12 +244,17 @@ def make_pairs(store_dir: Path, out: Path, config: PairsConfig,
         store.close()
 
 
-def pairs_from_store(store: Any, out: Path, config: PairsConfig, questions: Path | None = None,
+def pairs_from_store(store: Any, out: Path, config: PairsConfig, questions: Questions = None,
                      progress: bool = True, label: str = "") -> dict[str, Any]:
     """Build pairs from an open store (anything with ``pages``/``iter_chunks``/``manifest``)."""
     generator = _generator(config, progress)
     pairs, meta = build_pairs(store_pages(store), config, questions, generator,
                               store_chunks(store) if generator else (), progress)
+    if config.raft_share > 0:
+        pairs, raft = add_context(pairs, store, config.raft(), progress=progress)
+        meta["raft"] = raft
+        meta["counts"]["by_kind"] = dict(sorted(Counter(p.kind for p in pairs).items()))
+        meta["counts"]["with_context"] = sum(bool(p.context) for p in pairs)
     manifest = getattr(store, "manifest", {}) or {}
     meta["store"] = {"path": label, "source": manifest.get("source"),
                      "counts": manifest.get("counts")}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserError
 from finetune.records import Pair
 from models.formats import Format, join_input
 
@@ -45,23 +46,30 @@ class TrainingPrompt:
         return cls(None if bare else template, lang)
 
     def messages(self, pair: Pair) -> str | list[dict[str, str]]:
-        """The inference prompt of the pair's question: the rag template's closed-book messages,
-        or (``template=None``) the bare question."""
+        """The inference prompt of the pair's question: the rag template's messages with the
+        pair's passages (a context-aware pair, as ``rag``/``rag+finetuned`` ask), or its
+        closed-book companion's (as ``base``/``finetuned`` ask); ``template=None``: the bare
+        question."""
         question = join_input(pair.instruction, pair.input)
         if self.template is None:
+            if pair.context:
+                raise UserError("context-aware pairs need a prompt template (they are rendered "
+                                "as the RAG prompt); set prompt_template, e.g. short")
             return question
         from rag.prompts import render_prompt
 
-        return render_prompt(question, None, self.lang, self.template)
+        passages = [as_passage(c) for c in pair.context] if pair.context else None
+        return render_prompt(question, passages, self.lang, self.template)
 
     def text(self, fmt: Format, tokenizer: PreTrainedTokenizerBase, pair: Pair) -> str:
         """The text the model reads before the pair's answer (no BOS: the tokenizer adds it)."""
-        if self.template is None:
+        if self.template is None and not pair.context:
             return fmt.prompt(pair.instruction, pair.input, tokenizer)
         return fmt.text_for(self.messages(pair), tokenizer)
 
-    def describe(self) -> dict[str, Any]:
-        """What the adapter manifest records (``prompt``)."""
+    def describe(self, with_context: int = 0) -> dict[str, Any]:
+        """What the adapter manifest records (``prompt``); ``with_context``: how many of the
+        pairs carried passages (context-aware pairs, rendered as the RAG prompt)."""
         if self.template is None:
             return {"builder": "bare instruction (one user turn)", "template": None}
         from rag.prompts import closed_book_template, template_version
@@ -70,7 +78,19 @@ class TrainingPrompt:
                 "closed_book_template": closed_book_template(self.template).name,
                 "template_version": template_version(self.template),
                 "closed_book_version": template_version(self.template, closed_book=True),
-                "lang": self.lang, "passages": False}
+                "lang": self.lang, "passages": with_context > 0,
+                "pairs_with_context": with_context}
+
+
+def as_passage(record: dict[str, Any]) -> Any:
+    """A stored passage (``finetune.raft.passage_record``) as the ``rag.passages.Passage`` the
+    RAG prompt renders (title, section, text; the rest is bookkeeping)."""
+    from rag.passages import Passage
+
+    return Passage(row=-1, chunk_id=str(record.get("chunk_id", "")),
+                   page_id=int(record.get("page_id", -1)), title=str(record["title"]),
+                   section=str(record.get("section") or ""), ordinal=0,
+                   text=str(record["text"]), score=0.0)
 
 
 def trained_template(manifest: dict[str, Any]) -> str | None:

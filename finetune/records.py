@@ -34,12 +34,17 @@ class Pair:
     kind: str = ""
     fact: str = ""  # the fact a short-answer pair teaches ("<title>:<field>"), shared by its
     # paraphrases; empty for other pairs (and then left out of the JSON line)
+    context: tuple[dict[str, Any], ...] = ()  # passages shown with the question (context-aware
+    # pairs, ``finetune.raft``: title, section, text, chunk_id, page_id); empty: closed book
 
     def to_json(self) -> str:
-        """One JSONL line (UTF-8 kept readable)."""
+        """One JSONL line (UTF-8 kept readable; empty optional fields left out)."""
         record = asdict(self)
-        if not record["fact"]:
-            del record["fact"]
+        for key in ("fact", "context"):
+            if not record[key]:
+                del record[key]
+        if "context" in record:
+            record["context"] = list(record["context"])
         return json.dumps(record, ensure_ascii=False)
 
 
@@ -53,12 +58,18 @@ def pair_from_dict(obj: Any) -> Pair:
     for key in ("input", "source", "split", "kind", "fact"):
         if obj.get(key) is not None and not isinstance(obj[key], str):
             raise ValueError(f"{key!r} is not a string")
+    context = obj.get("context") or []
+    if not isinstance(context, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("title"), str)
+            and isinstance(c.get("text"), str) for c in context):
+        raise ValueError("'context' is not a list of passages with 'title' and 'text'")
     split = obj.get("split") or "train"
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     return Pair(instruction=obj["instruction"], input=obj.get("input") or "",
                 output=obj["output"], source=obj.get("source") or "", split=split,
-                kind=obj.get("kind") or "", fact=obj.get("fact") or "")
+                kind=obj.get("kind") or "", fact=obj.get("fact") or "",
+                context=tuple(context))
 
 
 def compact_ranges(numbers: Iterable[int]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
-from finetune.adapter import build_manifest, write_manifest
+from finetune.adapter import build_manifest, finalize_snapshots, write_manifest
 from finetune.config import TrainConfig
 from finetune.dataset import TruncationStats, build_split
 from finetune.prompting import TrainingPrompt
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 OWNED = ("manifest.json", "training_log.jsonl", "loss.png", "lr.png", "adapter_config.json",
-         "adapter_model.safetensors", "README.md", CHECKPOINTS)
+         "adapter_model.safetensors", "README.md", CHECKPOINTS, "snapshots")
 
 
 @dataclass
@@ -230,15 +230,21 @@ def make_trainer(config: TrainConfig, prep: Prepared, out_dir: Path, progress: b
     """An ``SFTTrainer`` over the pre-tokenized datasets, LoRA attached by trl."""
     from trl import SFTTrainer
 
+    from finetune.adapter import snapshot_callbacks
     from finetune.callbacks import JsonlLogCallback
 
     args = sft_args(config, out_dir, prep.validation is not None, progress)
     trainer = SFTTrainer(model=prep.model, args=args, train_dataset=prep.train,
                          eval_dataset=prep.validation, processing_class=prep.tokenizer,
                          peft_config=lora_config(config),
-                         callbacks=[JsonlLogCallback(out_dir / "training_log.jsonl"), *callbacks])
+                         callbacks=[JsonlLogCallback(out_dir / "training_log.jsonl"),
+                                    *snapshot_callbacks(config, prep.fmt, out_dir), *callbacks])
     if resolve_precision(config.precision, config.load_in_4bit) != "bf16":
         _trainable_to_fp32(trainer.model)
+    if config.loss_positions_only:  # the LM head only where the loss is taken (finetune.loss)
+        from finetune.loss import add_positions_only_head
+
+        add_positions_only_head(trainer.model)
     return trainer
 
 
@@ -328,6 +334,7 @@ def finish(config: TrainConfig, prep: Prepared, trainer: Any, result: Any, pairs
                               out_dir / "training_log.jsonl")
     manifest["training"]["completed"] = completed
     write_manifest(out_dir, manifest)
+    finalize_snapshots(out_dir)  # the records a snapshot could not know while training
     if completed and not config.keep_checkpoints:
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return manifest

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CONFIG = "adapter_config.json"
-ADAPTER_FILES = (CONFIG, "adapter_model.safetensors")
+ADAPTER_FILES = (CONFIG, "adapter_model.safetensors", "adapter_model.bin")  # peft's names
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def read_manifest(adapter_dir: str | Path) -> dict[str, Any]:
@@ -108,12 +109,40 @@ def prompt_format_of(adapter_dir: str | Path) -> Format:
     return get_format(adapter_format_name(adapter_dir))
 
 
+def trained_prompt(adapter_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest's record of the prompt the adapter was trained on (``prompt``: the rag
+    template and its versions, written by ``finetune.prompting``), or ``None`` for an adapter
+    without one (trained on bare instructions, before prompt parity, or not by this project)."""
+    folder = Path(adapter_dir).expanduser()
+    if not (folder / MANIFEST).is_file():
+        return None
+    record = read_manifest(folder).get("prompt")
+    return record if isinstance(record, dict) and record.get("template") else None
+
+
+def adapter_files(adapter_dir: str | Path) -> list[Path]:
+    """The files that determine an adapter's outputs: ``adapter_config.json`` and every weight
+    file at the top of the folder (``adapter_model.safetensors``, ``adapter_model.bin``, shards,
+    any ``.safetensors``/``.bin``/``.pt``/``.pth``), sorted by name. The manifest and the
+    llama.cpp export under ``gguf/`` (derived from these) are not among them."""
+    folder = Path(adapter_dir).expanduser()
+    return sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name == CONFIG or p.name.startswith("adapter_model") or p.suffix in WEIGHT_SUFFIXES))
+
+
 def adapter_identity(adapter_dir: str | Path) -> dict[str, Any]:
-    """Path, sha256 of the LoRA config + weights, and the recorded prompt format of an adapter."""
+    """What keys the generations of an adapter: its path, a sha256 over the name and sha256 of
+    every file of ``adapter_files`` (config and each weight file, whatever its format), the
+    prompt format it is prompted with and the manifest's record of it (None for a bare peft
+    folder)."""
     folder = check_adapter_dir(adapter_dir)
-    digest = "".join(sha256_file(folder / n) for n in ADAPTER_FILES if (folder / n).is_file())
-    return {"path": str(folder.resolve()), "sha256": hashlib.sha256(digest.encode()).hexdigest(),
-            "format": adapter_format_name(folder)}
+    digest = hashlib.sha256()
+    for path in adapter_files(folder):
+        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
+    recorded = (read_manifest(folder).get("prompt_format")
+                if (folder / MANIFEST).is_file() else None)
+    return {"path": str(folder.resolve()), "sha256": digest.hexdigest(),
+            "format": adapter_format_name(folder), "prompt_format": recorded}
 
 
 def load_adapter(adapter_dir: str | Path, model: str | Path | None = None,
@@ -185,7 +214,7 @@ def load_adapter_generator(adapter_dir: str | Path, model: str | Path | None = N
     return AdapterGenerator(inner, adapter_format(adapter_dir))
 
 
-__all__ = ["ADAPTER_FILES", "MANIFEST", "AdapterGenerator", "adapter_base", "adapter_format",
-           "adapter_format_name", "adapter_identity", "check_adapter_dir", "load_adapter",
-           "load_adapter_generator", "prompt_format_of", "read_manifest",
+__all__ = ["ADAPTER_FILES", "MANIFEST", "AdapterGenerator", "adapter_base", "adapter_files",
+           "adapter_format", "adapter_format_name", "adapter_identity", "check_adapter_dir",
+           "load_adapter", "load_adapter_generator", "prompt_format_of", "read_manifest",
            "training_load_options"]

@@ -6,8 +6,9 @@ continuous batching decodes up to ``parallel`` sequences together, each slot fre
 answer ends. Chat prompts go through the chat template stored in the GGUF (rendered by llama.cpp's
 jinja engine, the same template transformers applies to the converted model); plain-text prompts
 are completed as they are. Greedy and sampled decoding are supported with the ``Decoding``'s
-temperature, top-p, top-k, seed and stop strings; every request carries its own seed, so a sampled
-answer does not depend on which prompts shared its batch. Beam search, contrastive search and
+temperature, top-p, top-k, seed and stop strings; every sampled request carries its own seed,
+``models.generation.prompt_seed(decoding.seed, prompt)``, so a sampled answer does not depend on
+which prompts shared its batch. Beam search, contrastive search and
 best-of-n are refused (``STRATEGIES``), and so is continuation scoring: llama.cpp's completion
 endpoint gives log-probabilities of sampled tokens, not of a given continuation, so multiple-choice
 log-likelihood stays on transformers.
@@ -19,6 +20,7 @@ log-likelihood stays on transformers.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -31,7 +33,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from core.errors import UserError
-from models.generation import Decoding, Generation, Prompt, apply_stop
+from core.hashing import sha256_file
+from models.generation import Decoding, Generation, Prompt, apply_stop, prompt_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,50 @@ def gguf_context_length(path: Path) -> int | None:
     arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
     field = reader.fields.get(f"{arch}.context_length")
     return int(field.parts[field.data[0]][0]) if field is not None else None
+
+
+def gguf_file_type(path: Path) -> str | None:
+    """The GGUF's ``general.file_type`` by llama.cpp's name (its quantization, e.g.
+    "MOSTLY_Q4_K_M"), or None when the header does not say."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return None
+    value = int(field.parts[field.data[0]][0])
+    try:
+        return LlamaFileType(value).name
+    except ValueError:
+        return f"file_type_{value}"
+
+
+def gguf_identity(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
+    """What keys the generations of a GGUF model: file name, sha256 (``sha256`` when the caller
+    already knows it, e.g. a bundled model's checked hash; else the file's, computed once per
+    process) and file type (``gguf_file_type``)."""
+    path = Path(path).expanduser().resolve()
+    stat = path.stat()
+    digest = sha256 or _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    return {"file": path.name, "sha256": digest, "file_type": gguf_file_type(path)}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+def llamacpp_device() -> str:
+    """Where llama.cpp computes: "cpu", or the first GPU backend's kind ("cuda", "metal"…)
+    when the binding has one (it then offloads every layer by default)."""
+    import re
+
+    import xllamacpp
+
+    for info in xllamacpp.get_device_info():
+        kind = str(getattr(info.get("type"), "name", info.get("type")))
+        if kind.endswith(("_GPU", "_IGPU")):
+            return re.sub(r"\d+$", "", str(info.get("name", "gpu"))).lower() or "gpu"
+    return "cpu"
 
 
 def binding_available() -> bool:
@@ -102,6 +149,18 @@ class LlamaCppGenerator:
         view = copy.copy(self)
         view.active, view.name = index, name or self.name
         return view
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines this generator's outputs short of the prompt and decoding: the
+        backend, the GGUF (``gguf_identity``), the device, the LoRA GGUFs loaded and which one
+        answers, and the binding's version."""
+        from core.versions import package_versions
+
+        return {"backend": "llamacpp", "gguf": gguf_identity(self.path),
+                "device": llamacpp_device(),
+                "loras": [gguf_identity(p) for p in self.loras], "active": self.active,
+                "versions": package_versions(("xllamacpp",))}
 
     # --- the Generator protocol ----------------------------------------------------------
 
@@ -186,7 +245,8 @@ class LlamaCppGenerator:
     def _request(self, prompt: Prompt, d: Decoding) -> tuple[str, dict[str, Any]]:
         # llama.cpp reuses a slot's cached prompt prefix, but that cache does not know which LoRA
         # computed it: with adapters loaded, every prompt is processed afresh
-        body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": d.seed,
+        seed = d.seed if d.strategy == "greedy" else prompt_seed(d.seed, prompt)
+        body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": seed,
                                 "stop": list(d.stop), "cache_prompt": not self.loras}
         if self.loras:
             body["lora"] = [{"id": i, "scale": 1.0 if i == self.active else 0.0}
@@ -228,4 +288,4 @@ def _call(server: Any, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = ["STRATEGIES", "LlamaCppGenerator", "binding_available", "check_strategy",
-           "gguf_context_length"]
+           "gguf_context_length", "gguf_file_type", "gguf_identity", "llamacpp_device"]

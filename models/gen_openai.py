@@ -3,6 +3,8 @@
 Message prompts go to ``/v1/chat/completions``, plain strings to ``/v1/completions``. Requests run
 ``max_concurrency`` at a time, with timeouts and exponential-backoff retries on connection errors,
 429 and 5xx. LoRA adapters served by vLLM are addressed by their served name, passed as ``model``.
+``served_model_identity`` asks a server which model it serves under a name (``GET /v1/models``),
+so that a cache can key a served model by what the server reports rather than by name and URL.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 CHARS_PER_TOKEN = 3.0  # conservative estimate when the server has no /tokenize
 UNSUPPORTED_STATUS = frozenset({400, 404, 405, 422, 501})
+# a ``created`` this close to now (seconds, either way) is the listing's own time stamp (vLLM,
+# lmdeploy and llama.cpp's server stamp each GET /v1/models), not the model's: left out
+CREATED_IS_NOW_S = 600
+IDENTITY_FIELDS = ("owned_by", "root", "parent", "meta")  # kept from a model card when present
 T = TypeVar("T")
 
 
@@ -36,6 +42,15 @@ class ServerRefused(UserError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerUnreachable(UserError):
+    """No answer from the server: connection errors, timeouts, 408/429/5xx past the retries."""
+
+
+class ModelNotServed(UserError):
+    """The server answers but does not serve the model asked for (or serves several and none
+    was named)."""
 
 
 class OpenAIGenerator:
@@ -90,6 +105,16 @@ class OpenAIGenerator:
                 return int(reply["count"]) if "count" in reply else len(reply.get("tokens", []))
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
+    def served_models(self) -> list[dict[str, Any]]:
+        """The model cards the server lists at ``GET /v1/models`` (``data``: id, owned_by…)."""
+        reply = self._request("GET", "/v1/models", what="listing its models (GET /v1/models)")
+        data = reply.get("data")
+        if not isinstance(data, list) or not all(isinstance(c, dict) and isinstance(
+                c.get("id"), str) for c in data):
+            raise ServerRefused(f"the model server at {self.base_url} sent a model list without "
+                                f"model ids: {str(reply)[:200]}", 200)
+        return data
+
     # --- one request ---------------------------------------------------------------------
 
     def _generate_one(self, prompt: Prompt, d: Decoding, params: dict[str, Any]) -> Generation:
@@ -136,6 +161,12 @@ class OpenAIGenerator:
 
     def _post(self, path: str, body: dict[str, Any], what: str = "") -> dict[str, Any]:
         """POST with retries on connection errors, 429 and 5xx; UserError once they run out."""
+        return self._request("POST", path, body, what)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 what: str = "") -> dict[str, Any]:
+        """One HTTP call with retries on connection errors, 408, 429 and 5xx:
+        ``ServerUnreachable`` once they run out, ``ServerRefused`` on another 4xx."""
         url = self.base_url + path
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         last = ""
@@ -143,7 +174,8 @@ class OpenAIGenerator:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                resp = self._session().post(url, json=body, headers=headers, timeout=self.timeout_s)
+                resp = self._session().request(method, url, json=body, headers=headers,
+                                               timeout=self.timeout_s)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 log.debug("attempt %d on %s failed: %s", attempt + 1, url, last)
@@ -152,8 +184,44 @@ class OpenAIGenerator:
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
             return _json_or_error(resp, url, what)
-        raise UserError(f"cannot get an answer from the model server at {url} after "
-                        f"{self.retries + 1} attempts ({last}); start the server or fix --base-url")
+        raise ServerUnreachable(f"cannot get an answer from the model server at {url} after "
+                                f"{self.retries + 1} attempts ({last}); start the server or fix "
+                                "--base-url")
+
+
+def served_model_identity(base_url: str, name: str | None = None, timeout: float = 10.0, *,
+                          api_key: str | None = None, retries: int = 1) -> dict[str, Any]:
+    """What the server at ``base_url`` reports about the model it serves as ``name``
+    (``GET /v1/models``): ``{"id": ...}`` plus the card's ``owned_by``, ``root`` (vLLM: the
+    weights' path or hub id behind a ``--served-model-name``), ``parent`` (vLLM: a LoRA's base)
+    and ``meta`` (llama.cpp: parameter count, size…) when present, and ``created`` unless it is
+    the listing's own time stamp (within ``CREATED_IS_NOW_S`` of now). With ``name`` None the
+    server must serve exactly one model, which is the one described.
+
+    ``ServerUnreachable`` when the server does not answer, ``ServerRefused`` when it has no
+    model list, ``ModelNotServed`` when ``name`` is not among the ids it lists."""
+    client = OpenAIGenerator(base_url, name or "", api_key=api_key, timeout_s=timeout,
+                             retries=retries, backoff_s=0.5, progress=False)
+    cards = client.served_models()
+    ids = [c["id"] for c in cards]
+    if name is None:
+        if len(cards) != 1:
+            raise ModelNotServed(f"the model server at {client.base_url} serves "
+                                 f"{len(cards)} models ({', '.join(ids) or 'none'}); name the "
+                                 "one to use as NAME@URL")
+        card = cards[0]
+    else:
+        found = [c for c in cards if c["id"] == name]
+        if not found:
+            raise ModelNotServed(f"the model server at {client.base_url} does not serve "
+                                 f"{name!r}; it serves: {', '.join(ids) or 'nothing'}")
+        card = found[0]
+    identity: dict[str, Any] = {"id": card["id"]}
+    identity.update({k: card[k] for k in IDENTITY_FIELDS if card.get(k) is not None})
+    created = card.get("created")
+    if isinstance(created, (int, float)) and abs(time.time() - created) > CREATED_IS_NOW_S:
+        identity["created"] = int(created)
+    return identity
 
 
 def sampling_params(d: Decoding) -> dict[str, Any]:

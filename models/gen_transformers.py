@@ -1,7 +1,9 @@
 """In-process generation with transformers: length-sorted left-padded batches, all strategies.
 
 Greedy output does not depend on batch composition: left padding with the attention mask (and
-position ids derived from it) gives each row the same computation as when it runs alone.
+position ids derived from it) gives each row the same computation as when it runs alone. Sampled
+output does not either: each prompt draws its tokens from its own generator, seeded with
+``models.generation.prompt_seed(decoding.seed, prompt)`` (``RowSampler``).
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from core.errors import UserError
 from core.registry import Registry
-from models.generation import STRATEGIES, Decoding, Generation, Prompt, apply_stop
-from models.loading import context_window_of
+from models.generation import STRATEGIES, Decoding, Generation, Prompt, apply_stop, prompt_seed
+from models.loading import LoadOptions, context_window_of
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,9 @@ def _greedy(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
 
 @STRATEGY_KWARGS.register("sample")
 def _sample(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
-    return {"do_sample": True, "num_beams": 1, "temperature": d.temperature, "top_p": d.top_p,
-            "top_k": d.top_k}
+    # transformers' own warpers stay off: ``RowSampler`` applies the decoding's temperature,
+    # top-k and top-p, then draws each prompt's token with that prompt's own generator
+    return {"do_sample": True, "num_beams": 1, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
 
 
 @STRATEGY_KWARGS.register("beam")
@@ -56,6 +61,47 @@ def _contrastive(d: Decoding, gen: TransformersGenerator) -> dict[str, Any]:
 
 # Deterministic strategies do not inherit a checkpoint's sampling defaults or penalties.
 _NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling whose draws do not depend on the batch: the decoding's temperature, top-k and
+    top-p (transformers' own warpers, in transformers' order), then each prompt's next token
+    drawn from its own ``torch.Generator`` seeded with its ``seeds`` entry. The scores returned
+    keep only the drawn token, so ``generate``'s own multinomial draw can only pick it (and a
+    checkpoint's extra warpers, min-p or typical-p, have nothing left to change). Rows come in
+    groups of ``group`` consecutive rows per prompt (best-of-n's candidates), drawn in order
+    from that prompt's generator."""
+
+    def __init__(self, d: Decoding, seeds: Sequence[int], group: int = 1) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.warpers: list[Any] = []
+        if d.temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(d.temperature))
+        if d.top_k:
+            self.warpers.append(TopKLogitsWarper(d.top_k))
+        if d.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(d.top_p))
+        self.seeds, self.group = [int(s) for s in seeds], group
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        """The scores with every token but each row's drawn one set to -inf."""
+        if scores.shape[0] != len(self.seeds) * self.group:
+            raise ValueError(f"{scores.shape[0]} rows for {len(self.seeds)} seeds of "
+                             f"{self.group} rows each")
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        if self.generators is None:  # on the device the logits are on (its own random stream)
+            self.generators = [torch.Generator(device=scores.device).manual_seed(s)
+                               for s in self.seeds]
+        probs = torch.softmax(scores.float(), dim=-1)
+        g = self.group
+        picks = torch.cat([torch.multinomial(probs[i * g:(i + 1) * g], 1, generator=gen)
+                           for i, gen in enumerate(self.generators)])
+        drawn = torch.full_like(scores, float("-inf"))
+        return drawn.scatter_(1, picks, 0.0)  # type: ignore[return-value]
 
 
 class TransformersGenerator:
@@ -95,9 +141,11 @@ class TransformersGenerator:
         encoded = [self.encode_prompt(p, decoding.max_new_tokens) for p in prompts]
         if decoding.strategy == "contrastive":
             return [self._contrastive(ids, decoding) for ids in encoded]
+        seeds = [prompt_seed(decoding.seed, p) for p in prompts]  # sampling: one per prompt
         results: list[Generation | None] = [None] * len(prompts)
         for batch in self._batches(encoded, "generating"):
-            outs = self._generate_batch([encoded[i] for i in batch], decoding, strategy)
+            outs = self._generate_batch([encoded[i] for i in batch], decoding, strategy,
+                                        [seeds[i] for i in batch])
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
         return [r for r in results if r is not None]
@@ -106,8 +154,10 @@ class TransformersGenerator:
         """Summed log-prob of each continuation given its context (lm-eval's recipe)."""
         pairs = [self.encode_pair(ctx, cont) for ctx, cont in requests]
         rows = [(ctx + cont)[-self.context_window:] for ctx, cont in pairs]
-        scores: list[float] = [0.0] * len(rows)
-        for batch in self._batches(rows, "scoring"):
+        scores: list[float] = [0.0] * len(rows)  # no continuation token: log 1
+        scored = [i for i, (_, cont) in enumerate(pairs) if cont]
+        for part in self._batches([rows[i] for i in scored], "scoring"):
+            batch = [scored[j] for j in part]
             n_cont = [min(len(pairs[i][1]), len(rows[i]) - 1) for i in batch]
             logps = self._continuation_logprobs([rows[i] for i in batch], n_cont)
             for i, value in zip(batch, logps, strict=True):
@@ -161,12 +211,42 @@ class TransformersGenerator:
         """Where the model's inputs go."""
         return next(self.model.parameters()).device
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines this generator's outputs short of the prompt and decoding, read off
+        the loaded model: the backend, the folder it was loaded from and its files' fingerprint
+        (None when it was not loaded from a local folder), the dtype, the device type(s) and
+        the quantization in ``load_identity``'s terms, the sha256 of each loaded LoRA's weights
+        (peft) and the library versions."""
+        from core.versions import package_versions
+        from models.loading import fingerprint_dir
+
+        source = str(getattr(self.model, "name_or_path", "") or "")
+        fingerprint = None
+        if source and Path(source).is_dir():
+            try:
+                fingerprint = fingerprint_dir(Path(source))
+            except UserError:  # a folder without weights: not where these weights came from
+                fingerprint = None
+        devices = sorted({p.device.type for p in self.model.parameters()})
+        return {"backend": "transformers", "model": source, "fingerprint": fingerprint,
+                "dtype": dtype_name(self.model.dtype), "device": "+".join(devices),
+                "quantization": quantization_of(self.model), "lora": lora_digests(self.model),
+                "versions": package_versions(("torch", "transformers", "peft"))}
+
     # --- generation ----------------------------------------------------------------------
 
-    def _generate_batch(self, rows: list[list[int]], d: Decoding, strategy: dict[str, Any]
-                        ) -> list[Generation]:
+    def _generate_batch(self, rows: list[list[int]], d: Decoding, strategy: dict[str, Any],
+                        seeds: Sequence[int] = ()) -> list[Generation]:
+        """One left-padded batch; sampled rows are drawn by ``RowSampler`` with ``seeds`` (one
+        per row, ``models.generation.prompt_seed``), so a row's answer is the same in any
+        batch."""
         input_ids, mask = self._pad_left(rows)
-        extra = {"stop_strings": list(d.stop), "tokenizer": self.tokenizer} if d.stop else {}
+        extra: dict[str, Any] = ({"stop_strings": list(d.stop), "tokenizer": self.tokenizer}
+                                 if d.stop else {})
+        if strategy.get("do_sample"):
+            group = d.n if d.strategy == "best_of_n" else 1
+            extra["logits_processor"] = LogitsProcessorList([RowSampler(d, seeds, group)])
         torch.manual_seed(d.seed)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -225,16 +305,42 @@ class TransformersGenerator:
     # --- scoring -------------------------------------------------------------------------
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids) by lm-eval's split: trailing context spaces move to
-        the continuation, the whole is encoded once, the context gets the BOS prefix."""
+        """(context ids, continuation ids) as lm-eval's ``TemplateLM.loglikelihood`` and
+        ``_encode_pair`` make them.
+
+        A non-empty context: its trailing spaces move to the continuation, context +
+        continuation is encoded once and split after the context's tokens; the context starts
+        with whatever the tokenizer itself puts before a text (Llama's or Gemma's BOS; nothing
+        for Qwen or GPT-2, whose tokenizers add no BOS), as lm-eval's ``tok_encode`` does, and
+        never with an end-of-text or end-of-turn token. An empty context (or one of spaces
+        only): lm-eval's ``prefix_token_id``, the tokenizer's BOS, or its EOS when it has no BOS
+        (Qwen: ``<|endoftext|>`` or ``<|im_end|>``), since the first token needs something to
+        be predicted from; a continuation that already starts with that token gives it up to
+        the context.
+        """
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         encode = self.tokenizer.__call__
+        if not context:
+            cont = encode(continuation, add_special_tokens=False)["input_ids"]
+            bos = self.tokenizer.bos_token_id
+            prefix = bos if bos is not None else self.tokenizer.eos_token_id
+            if cont and cont[0] == prefix:
+                return cont[:1], cont[1:]
+            return [prefix], cont
         whole = encode(context + continuation, add_special_tokens=False)["input_ids"]
         ctx = encode(context, add_special_tokens=False)["input_ids"]
-        prefix = list(self._prefix) or [self.tokenizer.eos_token_id]
-        return prefix + ctx, whole[len(ctx):]
+        bos = self.tokenizer.bos_token
+        if bos and context.startswith(bos):  # a chat template wrote the BOS itself: not twice
+            return ctx, whole[len(ctx):]
+        return self._start_tokens() + ctx, whole[len(ctx):]
+
+    def _start_tokens(self) -> list[int]:
+        """The special tokens the tokenizer puts before a text by itself (``[bos]`` for Llama,
+        ``[]`` for Qwen and GPT-2), without an end-of-sequence one it may append."""
+        eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
+        return [t for t in self._prefix if t != eos or t == bos]
 
     def grouped_loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """``loglikelihood`` with lm-eval's one-token shortcut: the requests that share a context
@@ -312,3 +418,90 @@ def end_token_ids(model: Any, tokenizer: Any) -> list[int]:
     ids += [vocab[t] for t in END_OF_TURN if t in vocab and t in tokenizer.all_special_tokens
             + list(getattr(tokenizer, "added_tokens_encoder", {}))]
     return sorted({int(i) for i in ids if i is not None})
+
+
+# --- identity ------------------------------------------------------------------------------
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` or "bfloat16" -> "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
+def placement(device_map: str | dict[str, Any] | None) -> str:
+    """The device type(s) weights loaded with ``device_map`` go to on this machine ("cpu",
+    "cuda", "mps"; several joined by "+"), as ``models.loading.load_model`` places them: no
+    map means ``default_device_map`` on CUDA, else the CPU; "cuda:1" is "cuda"."""
+    from models.loading import default_device_map
+
+    if device_map is None and torch.cuda.is_available():
+        device_map = default_device_map()
+    if device_map is None:
+        return "cpu"
+    if isinstance(device_map, dict):
+        kinds = {"cuda" if isinstance(v, int) else str(v) if str(v) == "disk"
+                 else torch.device(str(v)).type for v in device_map.values()}
+        return "+".join(sorted(kinds))
+    if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(device_map).type
+
+
+def load_identity(options: LoadOptions) -> dict[str, Any]:
+    """What loading with ``options`` gives on this machine, without loading: the resolved dtype
+    ("auto" is float32 on a CPU, bfloat16 or float16 on CUDA), the device type (``placement``)
+    and the quantization (None, or bitsandbytes 4-bit with its quant type, double quantization,
+    resolved compute dtype and storage dtype). ``TransformersGenerator.identity`` reads the same
+    three off a loaded model."""
+    from models.loading import torch_dtype
+
+    quantization = None
+    if options.load_in_4bit:
+        quantization = {
+            "method": "bitsandbytes", "bits": 4, "quant_type": options.quant_type,
+            "double_quant": bool(options.double_quant),
+            "compute_dtype": dtype_name(torch_dtype(options.compute_dtype)),
+            "storage": (dtype_name(torch_dtype(options.quant_storage))
+                        if options.quant_storage else "uint8")}
+    return {"dtype": dtype_name(torch_dtype(options.dtype)),
+            "device": placement(options.device_map), "quantization": quantization}
+
+
+def quantization_of(model: Any) -> dict[str, Any] | None:
+    """A loaded model's quantization in ``load_identity``'s terms (None: not quantized; another
+    method than bitsandbytes: its whole config)."""
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if config is None:
+        return None
+    raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if raw.get("load_in_4bit"):
+        return {"method": "bitsandbytes", "bits": 4, "quant_type": raw.get("bnb_4bit_quant_type"),
+                "double_quant": bool(raw.get("bnb_4bit_use_double_quant")),
+                "compute_dtype": dtype_name(raw.get("bnb_4bit_compute_dtype")),
+                "storage": dtype_name(raw.get("bnb_4bit_quant_storage") or "uint8")}
+    if raw.get("load_in_8bit"):
+        return {"method": "bitsandbytes", "bits": 8}
+    return {"method": str(raw.get("quant_method", "unknown")),
+            **{k: str(v) for k, v in sorted(raw.items())}}
+
+
+def lora_digests(model: Any) -> dict[str, str] | None:
+    """sha256 of each loaded peft adapter's weights (over parameter names and bytes), by adapter
+    name; None for a model without adapters."""
+    import hashlib
+
+    configs = getattr(model, "peft_config", None)
+    if not configs:
+        return None
+    digests = {}
+    for name in sorted(configs):
+        digest = hashlib.sha256()
+        for key, tensor in sorted(model.state_dict().items()):
+            if f".{name}." in key or key.endswith(f".{name}"):
+                data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+                digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
+                digest.update(data.numpy().tobytes())
+        digests[name] = digest.hexdigest()
+    return digests

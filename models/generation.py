@@ -9,6 +9,8 @@ imports none of them.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -85,10 +87,22 @@ class Generator(Protocol):
         ...
 
 
+def prompt_seed(seed: int, prompt: Prompt) -> int:
+    """The seed a sampled answer to ``prompt`` is drawn with: the first 31 bits of the sha256 of
+    the canonical JSON of ``[seed, prompt]`` (sorted keys, no spaces, UTF-8). It depends on the
+    decoding's seed and the prompt only, never on which prompts shared the batch, so a cached
+    sampled answer is the answer that prompt gets in any batch; 31 bits suit every backend
+    (``torch.manual_seed``, llama.cpp's unsigned 32-bit seed, whose 0xFFFFFFFF means "random")."""
+    blob = json.dumps([int(seed), prompt], sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
+
+
 def apply_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` cut at the earliest occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
 
 
-__all__ = ["STRATEGIES", "Decoding", "Generation", "Generator", "Prompt", "apply_stop"]
+__all__ = ["STRATEGIES", "Decoding", "Generation", "Generator", "Prompt", "apply_stop",
+           "prompt_seed"]

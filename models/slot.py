@@ -8,9 +8,10 @@ exactly. ``SlotGenerator`` is the ``Generator`` over a slot, with or without its
 
 The model name is resolved once (``ref``) and its tokenizer loaded once; both are handed to the
 weights' loading. Nothing heavy happens at construction: the identity that keys a generation
-cache (weights fingerprint, adapter sha256, load options, library versions) is computed from
-files, the tokenizer (for prompt budgets) and the config (for the window) load on first use, and
-the weights load only when something has to be generated or scored.
+cache (weights fingerprint, adapter sha256, load options and what they resolve to on this machine:
+dtype, device, quantization; the GGUF's hash and file type on llama.cpp; library versions) is
+computed from files, the tokenizer (for prompt budgets) and the config (for the window) load on
+first use, and the weights load only when something has to be generated or scored.
 """
 
 from __future__ import annotations
@@ -113,22 +114,34 @@ class ModelSlot:
 
     @cached_property
     def identity(self) -> dict[str, Any]:
-        """What determines this model's outputs, short of the prompt and decoding."""
+        """What determines this model's outputs, short of the prompt and decoding, computed
+        without loading the weights: the backend that generates, the model's files' fingerprint,
+        the load options as given and as they resolve on this machine (dtype, device type,
+        quantization: ``models.gen_transformers.load_identity``), and the library versions. On
+        llama.cpp, also the GGUF it runs (file, sha256, file type, i.e. its quantization) and
+        the device llama.cpp computes on; scoring stays on transformers, described apart."""
+        from models.gen_transformers import load_identity
         from models.loading import model_fingerprint_of
 
+        transformers = {"load": dataclasses.asdict(self.options), **load_identity(self.options)}
         if self.generates_with == "llamacpp":
             from models.backends import gguf_of
+            from models.gen_llamacpp import gguf_identity, llamacpp_device
 
             gguf = gguf_of(self.ref)
+            assert gguf is not None  # generates_with checked it
+            known = None  # a bundled GGUF's sha256 is checked when installed or joined
+            if self.ref.kind == "bundled":
+                from models.bundled import BUNDLED
+
+                known = BUNDLED.get(self.ref.name).sha256
             return {"backend": "llamacpp", "model": self.name,
                     "fingerprint": model_fingerprint_of(self.ref),
-                    "gguf": gguf.name if gguf else None,
-                    "scoring": {"backend": "transformers",
-                                "load": dataclasses.asdict(self.options)},
+                    "gguf": gguf_identity(gguf, known), "device": llamacpp_device(),
+                    "scoring": {"backend": "transformers", **transformers},
                     "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,
-                "fingerprint": model_fingerprint_of(self.ref),
-                "load": dataclasses.asdict(self.options),
+                "fingerprint": model_fingerprint_of(self.ref), **transformers,
                 "versions": package_versions(VERSIONED)}
 
     @cached_property
@@ -231,6 +244,23 @@ class SlotGenerator:
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` without special tokens (the tokenizer only)."""
         return len(self.slot.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the model's tokenizer has a chat template (an instruction-tuned model)."""
+        return bool(getattr(self.slot.tokenizer, "chat_template", None))
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The text the model reads for ``prompt`` before its answer: a string as is, chat
+        messages through the tokenizer's chat template with the assistant turn opened (what
+        generation renders, so a scored continuation is the start of the answer)."""
+        if isinstance(prompt, str):
+            return prompt
+        if not self.has_chat_template:
+            raise UserError(f"{self.name} has no chat template: score it with plain-text "
+                            "prompts (mc_prompt: plain)")
+        return str(self.slot.tokenizer.apply_chat_template(list(prompt), tokenize=False,
+                                                           add_generation_prompt=True))
 
     def generate(self, prompts: Sequence[Prompt], decoding: Decoding = Decoding()
                  ) -> list[Generation]:

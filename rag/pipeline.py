@@ -169,6 +169,25 @@ def open_rag_store(path: str | Path | None) -> StoreLike:
     return open_store(path)
 
 
+def prompt_mismatch(trained: dict[str, Any] | None, template: str) -> str | None:
+    """Why an adapter trained on the prompt ``trained`` (``models.adapters.trained_prompt``)
+    does not see that prompt when answered with ``template``, or ``None`` when it does (same
+    template, same versions of it and of its closed-book companion)."""
+    if trained is None:
+        return (f"the adapter was trained on bare instructions (one user turn), but is asked "
+                f"with the {template!r} template's system and user messages")
+    if trained.get("template") != template:
+        return (f"the adapter was trained with the {trained.get('template')!r} prompt "
+                f"template, but is asked with {template!r}")
+    now = {"template_version": template_version(template),
+           "closed_book_version": template_version(template, closed_book=True)}
+    changed = [f"{k} {trained.get(k)!r} -> {v!r}" for k, v in now.items() if trained.get(k) != v]
+    if changed:
+        return (f"the {template!r} template changed since the adapter was trained "
+                f"({'; '.join(changed)})")
+    return None
+
+
 class RagPipeline:
     """Retriever + prompt set + token budget + generator, answering batches of questions.
 
@@ -183,6 +202,7 @@ class RagPipeline:
                  retriever: PassageRetriever | None = None) -> None:
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.generator, self.config, self.format = generator, config or RagConfig(), fmt
+        self.prompt_mismatch: str | None = None  # set by ``check_adapter_prompt``
         if retriever is None and self.store is not None:
             retriever = make_retriever(self.config.retriever, self.store,
                                        **self.config.retriever_options())
@@ -205,7 +225,25 @@ class RagPipeline:
                                    options=LoadOptions(load_in_4bit=config.load_in_4bit),
                                    batch_size=config.batch_size, base_url=config.base_url,
                                    progress=config.progress, backend=config.backend)
-        return cls(store, generator, config, fmt=fmt)
+        pipeline = cls(store, generator, config, fmt=fmt)
+        if config.adapter is not None and not config.base_url:
+            pipeline.check_adapter_prompt(config.adapter)
+        return pipeline
+
+    def check_adapter_prompt(self, adapter: str | Path | None) -> str | None:
+        """Compare the prompt ``adapter`` was trained on with the one this pipeline sends; a
+        mismatch is logged as a warning, kept in ``prompt_mismatch`` and returned."""
+        if adapter is None or not (Path(adapter) / "adapter_config.json").is_file():
+            return None
+        from models.adapters import trained_prompt
+
+        self.prompt_mismatch = prompt_mismatch(trained_prompt(adapter), self.config.template)
+        if self.prompt_mismatch:
+            log.warning("prompt mismatch for adapter %s: %s; its answers are not evaluated the "
+                        "way it was trained (retrain with `finetune train --prompt-template "
+                        "%s`, or evaluate with its template)", adapter, self.prompt_mismatch,
+                        self.config.template)
+        return self.prompt_mismatch
 
     # --- the steps -----------------------------------------------------------------------
 

@@ -109,3 +109,49 @@ def test_rag_ask_json_and_rag_finetuned_send_byte_identical_prompts(
         assert all(isinstance(p, list) and p[0]["role"] == "system" for p in sent)
     assert any(obj["dropped_by_budget"] for obj in asked)  # the budget really cut something
     assert "[1] Tiradentes" in json.dumps(sent[0], ensure_ascii=False)
+
+
+def test_multiple_choice_is_scored_after_the_systems_own_chat_prompt(
+        store_dir: Path, wide_llama: Path, adapter_dir: Path, tmp_path: Path) -> None:
+    """mc_prompt auto on a chat model: the MC context is the prompt the system sends for the
+    question with its options (rag template, passages, adapter format, chat template with the
+    answer turn open), and each letter's score is its log-prob as the answer's first token."""
+    import torch
+
+    from compare import mc
+
+    q = Question(id="mc", question="Quem proclamou a independência do Brasil?",
+                 answers=("Dom Pedro I",), choices=("Tiradentes", "Dom Pedro I", "Vargas"),
+                 answer_index=1)
+    cfg = ExperimentConfig(questions=(str(tmp_path / "unused.jsonl"),), systems=("rag+finetuned",),
+                           models=(str(wide_llama),), adapters={str(wide_llama): str(adapter_dir)},
+                           store=str(store_dir), cache=str(tmp_path / "generations.sqlite"))
+    factory = SystemFactory(cfg, progress=False)
+    try:
+        system = factory.build(columns_for(cfg)[0], cfg)
+        assert system.chat_scoring()
+        answer = system.choose([q])[0]
+        sent = system.pipeline.prompts([mc.generative_question(q)], [system.pipeline.retrieve(
+            [q.question])[0]])[0]
+        assert answer.prompt == sent  # the very prompt generate mode would send
+        slot = system.generator.inner.slot
+        tok = slot.tokenizer
+        if isinstance(sent, list):
+            context = tok.apply_chat_template(sent, tokenize=False, add_generation_prompt=True)
+            letters = ["A", "B", "C"]
+        else:  # llama2: the text format, its answer after "[/INST] "
+            context, letters = sent, [" A", " B", " C"]
+        with slot.active(system.generator.inner.adapter) as gen, torch.no_grad():
+            special = not context.startswith(tok.bos_token or "\0")
+            manual = []
+            for letter in letters:
+                ctx = tok(context, add_special_tokens=special)["input_ids"]
+                whole = tok(context + letter, add_special_tokens=special)["input_ids"]
+                logp = torch.log_softmax(gen.model(torch.tensor([whole])).logits[0].float(), -1)
+                manual.append(float(sum(logp[i - 1, whole[i]] for i in range(len(ctx),
+                                                                             len(whole)))))
+        assert answer.choice_scores == pytest.approx(manual, abs=1e-4)
+        assert answer.choice == max(range(3), key=manual.__getitem__)
+        assert any(r["in_prompt"] for r in answer.retrieved)
+    finally:
+        factory.close()

@@ -61,3 +61,19 @@ def test_cli_refuses_questions_without_answers(tmp_path: Path, capsys) -> None:
                  "--cache", str(tmp_path / "c.sqlite")])
     err = capsys.readouterr().err
     assert code == 2 and 'noanswers.jsonl:1: missing "answers"' in err
+
+
+def test_compare_reads_an_lm_eval_shaped_file(tmp_path: Path) -> None:
+    """choices + answer_index (or an answer letter) without "answers" is a complete
+    multiple-choice question for compare, scored against the right option."""
+    path = write(tmp_path / "mc.jsonl", [
+        json.dumps({"id": "m1", "question": "Capital?", "choices": ["Rio", "Brasília"],
+                    "answer_index": 1}),
+        json.dumps({"id": "m2", "question": "Capital?", "choices": ["Rio", "Brasília"],
+                    "answer": "A"}),
+        good(3),
+    ])
+    m1, m2, open_q = read_questions(path, require_answers=True)
+    assert (m1.answer_index, m1.answers, m2.answer_index, m2.answers) == (
+        1, ("Brasília",), 0, ("Rio",))
+    assert m1.is_multiple_choice and m2.is_multiple_choice and not open_q.is_multiple_choice

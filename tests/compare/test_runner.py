@@ -69,7 +69,9 @@ def test_run_writes_everything_and_calls_the_winner(tmp_path: Path, qfile: Path)
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["exact_match"]["rag"]["mean"] == 1.0
     assert results["metrics"]["exact_match"]["base"]["mean"] == pytest.approx(1 / 12)
-    assert any(v.startswith("rag beats base on exact_match") for v in results["verdicts"])
+    assert results["primary_metric"] == "answer_accuracy"
+    assert any(v.startswith("rag beats base on answer_accuracy") for v in results["verdicts"])
+    assert any(p["verdict"].startswith("rag beats base on exact_match") for p in results["paired"])
     assert results["metrics"]["mc_accuracy"]["rag"]["mean"] == 1.0
     assert "control" in results["by_tag"]
     html = (run / "report.html").read_text()
@@ -99,3 +101,29 @@ def test_columns_model_by_decoding_by_system() -> None:
                            decodings=({"name": "greedy"}, {"name": "beam", "strategy": "beam"}))
     labels = [c.label for c in columns_for(cfg)]
     assert len(labels) == 8 and "m2/beam/rag" in labels
+
+
+def test_questions_a_training_pair_asks_are_tagged_for_every_column(qfile: Path,
+                                                                     tmp_path: Path) -> None:
+    """Report mode: the adapter's overlap record splits every system's results into questions
+    with and without an overlapping training pair (by_tag overlap:trained / overlap:unseen)."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "manifest.json").write_text(json.dumps({"leakage": {
+        "enabled": True, "mode": "report", "overlaps": [
+            {"pair": "p1", "line": 3, "question": "q1"}, {"pair": "p2", "line": 9,
+                                                         "question": "q2"}]}}))
+    cfg = ExperimentConfig(questions=(str(qfile),), systems=("base", "finetuned"),
+                           models=("tiny",), adapters={"tiny": str(adapter)})
+    run = run_experiment(cfg, tmp_path / "run", make_builder({}), progress=False)
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    trained = {s["question_id"] for s in samples if "overlap:trained" in s["tags"]}
+    assert trained == {"q1", "q2"}
+    assert all(("overlap:unseen" in s["tags"]) == (s["question_id"] not in trained)
+               for s in samples)
+    by_tag = json.loads((run / "results.json").read_text())["by_tag"]
+    assert by_tag["overlap:trained"]["f1"]["finetuned"]["n"] == 2
+    # no overlap record (the check did not run): no tags at all
+    (adapter / "manifest.json").write_text(json.dumps({"leakage": {"enabled": False}}))
+    again = run_experiment(cfg, tmp_path / "run2", make_builder({}), progress=False)
+    assert "overlap:trained" not in (again / "samples.jsonl").read_text()

@@ -274,7 +274,9 @@ def test_interrupted_run_resumes_without_regenerating(tmp_path: Path) -> None:
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["exact_match"]["rag"]["mean"] == 1.0
     assert results["metrics"]["exact_match"]["base"]["mean"] == 0.0
-    assert any(v.startswith("rag beats base on exact_match") for v in results["verdicts"])
+    assert results["primary_metric"] == "answer_accuracy"
+    assert any(v.startswith("rag beats base on answer_accuracy") for v in results["verdicts"])
+    assert any(p["verdict"].startswith("rag beats base on exact_match") for p in results["paired"])
     # a third run of the same experiment: a new run dir, every generation from the cache
     rig.factory = rig.new_factory()
     again = run_experiment(rig.cfg, out, rig.factory.build, progress=False)

@@ -134,3 +134,51 @@ def test_the_shipped_question_sets_are_valid() -> None:
         assert questions and all(q.question and q.answers for q in questions)
         raw = [json.loads(ln) for ln in path.read_text("utf-8").splitlines() if ln.strip()]
         assert {k for obj in raw for k in obj} <= set(FIELDS)
+
+
+def test_lm_eval_shaped_multiple_choice_lines(tmp_path: Path) -> None:
+    """lm-evaluation-harness task files give the right option as "answer" (a letter or a
+    0-based position) or "answer_index", with no "answers": the option text becomes the
+    reference, and the older shape (answers + answer_index) still reads the same."""
+    choices = ["Tiradentes", "Dom Pedro I", "Deodoro da Fonseca", "Getúlio Vargas"]
+    path = write(tmp_path / "enem.jsonl", [
+        line(id="e1", question="Quem proclamou a independência?", choices=choices,
+             answer_index=1),
+        line(id="e2", question="Quem proclamou a república?", choices=choices, answer="C"),
+        line(id="e3", question="Quem governou no Estado Novo?", choices=choices, answer=3),
+        line(id="e4", question="Quem foi enforcado em 1792?", choices=choices, answer="a"),
+        line(id="e5", question="Quem?", choices=choices, answer="B", answer_index=1),
+        line(id="e6", question="Quem?", answers=["D. Pedro I"], choices=choices,
+             answer_index=1),
+    ])
+    got = read_questions(path, require_answers=True)
+    assert [(q.answer_index, q.answers) for q in got] == [
+        (1, ("Dom Pedro I",)), (2, ("Deodoro da Fonseca",)), (3, ("Getúlio Vargas",)),
+        (0, ("Tiradentes",)), (1, ("Dom Pedro I",)), (1, ("D. Pedro I",))]
+    assert all(q.is_multiple_choice and q.choices == tuple(choices) for q in got)
+
+
+def test_inconsistent_multiple_choice_fields_name_their_line(tmp_path: Path) -> None:
+    choices = ["x", "y", "z"]
+    path = write(tmp_path / "mix.jsonl", [
+        line(id="ok", question="Q", choices=choices, answer="B"),  # 1: fine
+        line(id="a", question="Q", choices=choices, answer="B", answer_index=2),  # 2
+        line(id="b", question="Q", choices=choices, answer="D"),  # 3: only A-C exist
+        line(id="c", question="Q", choices=choices, answer="Brasília"),  # 4
+        line(id="d", question="Q", answer="B"),  # 5: no choices
+        line(id="e", question="Q", choices=choices),  # 6: no right option
+        line(id="f", question="Q", choices=choices, answer=True),  # 7
+        line(id="g", question="Q", choices=choices, answer=3),  # 8: out of range
+    ])
+    with pytest.raises(UserError) as err:
+        read_questions(path, require_answers=True)
+    message = str(err.value)
+    assert message.startswith("7 bad question line(s)") and "mix.jsonl:1:" not in message
+    lines = {ln.split(": ", 1)[0].rsplit(":", 1)[-1]: ln for ln in message.splitlines()[1:]}
+    assert "\"answer\" 'B' is option 1 (0-based) but \"answer_index\" is 2" in lines["2"]
+    for n in ("3", "4", "7", "8"):
+        assert '"answer" must be the letter of the right option' in lines[n], n
+    assert '"choices" and "answer" go together' in lines["5"]
+    assert '"choices" and "answer_index" go together' in lines["6"]
+    assert 'missing "answers"' not in message  # choices stand in for answers
+    assert all(ln.count("mix.jsonl:") == 1 for ln in lines.values())  # one error a line

@@ -174,3 +174,16 @@ def fake_pages() -> list[dict[str, Any]]:
 def make_store():
     """Factory: page rows -> a FakeStore with their chunks."""
     return lambda pages: FakeStore(pages, fake_chunks(pages))
+
+
+@pytest.fixture()
+def tiny_generator(tiny_tokenizer: Any) -> Any:
+    """A ``TransformersGenerator`` around the tiny tokenizer with a stand-in model: enough to
+    encode prompts as inference does (no forward pass)."""
+    from models.gen_transformers import TransformersGenerator
+
+    class Model:  # just enough for the generator's constructor and context window
+        generation_config = type("G", (), {"eos_token_id": None})()
+        config = type("C", (), {"max_position_embeddings": 2048})()
+
+    return TransformersGenerator(Model(), tiny_tokenizer, progress=False)

@@ -44,7 +44,7 @@ def test_cli_end_to_end(tiny_llama_dir: Path, tmp_path: Path, questions_file: Pa
     out = capsys.readouterr().out
     info = json.loads(out[:out.rindex("}") + 1])
     assert info["prompt_format"] == "alpaca" and info["steps"] == 3
-    assert info["leakage_filter"].startswith("on (threshold 0.8, dropped 0)")
+    assert info["leakage_filter"].startswith("on (threshold 0.5, dropped 0)")  # import: strict
     assert "ok: the adapter loads on its base model" in out
     manifest = json.loads((adapter / "manifest.json").read_text())
     assert manifest["config"]["packing"] and manifest["config"]["seed"] == 3

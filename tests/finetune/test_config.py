@@ -28,8 +28,8 @@ def test_defaults_are_the_published_llama2_recipe() -> None:
 
 
 def test_every_preset_loads_with_a_command_header() -> None:
-    assert preset_names() == ["cpu-demo", "llama2-13b-qlora", "llama2-qlora", "mistral-qlora",
-                              "ptwiki-full", "spanish-thesis-qlora"]
+    assert preset_names() == ["cpu-demo", "cpu-raft", "llama2-13b-qlora", "llama2-qlora",
+                              "mistral-qlora", "ptwiki-full", "spanish-thesis-qlora"]
     for name in preset_names():
         text = (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8")
         assert text.startswith(f"# finetune train --config {name} "), name

@@ -1,14 +1,17 @@
-"""Pairs from a (fake) store: templates, limits, dedup, leakage, split by article, determinism."""
+"""Pairs from a (fake) store: templates, limits, dedup, overlap check, split by article,
+determinism."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from core.errors import UserError
 from finetune.genqa import ChunkText, generated_pairs, parse_qa
+from finetune.leakage import overlapping_question_ids, pair_id
 from finetune.pairs import PairsConfig, build_pairs, pairs_from_store, store_pages
 from finetune.records import read_meta, read_pairs
 from finetune.templates import Limits, PageRecord, entity_kind, page_pairs
@@ -99,19 +102,69 @@ def test_limits_and_dedup_are_counted(fake_pages, make_store) -> None:
     assert counts["pages"] == 7 and counts["pairs"] == len(pairs)
 
 
-def test_leakage_filter_is_reported(fake_store, questions_file: Path,
-                                    tmp_path: Path) -> None:
+def _overlap_questions(tmp_path: Path) -> list[Path]:
+    """An open and a multiple-choice questions file about the fake store's articles."""
+    open_q, mc = tmp_path / "open.jsonl", tmp_path / "mc.jsonl"
+    rows = [{"id": "o1", "question": "Em que data Tiradentes foi enforcado?",
+             "answers": ["21 de abril de 1792", "1792"]},
+            {"id": "o2", "question": "Em que cidade nasceu Tiradentes?",  # same topic only
+             "answers": ["Vila Rica"]}]
+    open_q.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    mc.write_text(json.dumps({"id": "m1", "question": "Em que ano ocorreu a Inconfidência "
+                              "Mineira?", "choices": ["1822", "1789", "1888"],
+                              "answer_index": 1}, ensure_ascii=False) + "\n", "utf-8")
+    return [open_q, mc]
+
+
+# the pairs that ask o1 / m1 with their answer (by hand from the fake articles and templates):
+# the dates pair and the two short-answer phrasings of each fact
+OVERLAPS = {"o1": {"Quando morreu Tiradentes?", "Em que data morreu Tiradentes?",
+                   "Qual é a data da morte de Tiradentes?"},
+            "m1": {"Quando ocorreu a Inconfidência Mineira?",
+                   "Em que data ocorreu a Inconfidência Mineira?",
+                   "Qual é a data da Inconfidência Mineira?"}}
+
+
+def test_overlap_report_mode_keeps_and_lists(fake_store, tmp_path: Path) -> None:
     out = tmp_path / "pairs.jsonl"
-    meta = pairs_from_store(fake_store, out, PairsConfig(), questions_file, progress=False,
-                            label="fake")
-    assert "O que é a Lei Áurea?" not in {p.instruction for p in read_pairs(out)}
+    meta = pairs_from_store(fake_store, out, PairsConfig(), _overlap_questions(tmp_path),
+                            progress=False, label="fake")
+    written = read_pairs(out)
     leak = read_meta(out)["leakage"]
-    assert leak["enabled"] and leak["dropped"] == 1 and leak["by_question"] == {"q1": 1}
+    assert leak["enabled"] and leak["mode"] == "report" and leak["dropped"] == 0
+    assert leak["overlapping"] == 6 and leak["by_question"] == {"m1": 3, "o1": 3}
+    files = {Path(f["path"]).name: f for f in leak["question_files"]}
+    assert files["open.jsonl"]["questions"] == 2
+    assert files["open.jsonl"]["overlapped_questions"] == 1
+    assert files["mc.jsonl"]["multiple_choice"] == 1
+    assert files["mc.jsonl"]["overlapping_pairs"] == 3
+    for row in leak["overlaps"]:  # ``line`` points at the pair in the written file
+        assert written[row["line"]].instruction in OVERLAPS[row["question"]]
+        assert pair_id(written[row["line"]]) == row["pair"]
+    ids = overlapping_question_ids(read_meta(out))
+    assert {q: {written[[pair_id(p) for p in written].index(r)].instruction for r in refs}
+            for q, refs in ids.items()} == OVERLAPS
     assert meta["store"]["source"]["name"] == "fake.xml"
-    assert meta["split"]["by"] == "article"
+    assert meta["split"]["by"] == "article" and meta["config"]["overlap"] == "report"
     off = pairs_from_store(fake_store, tmp_path / "p2.jsonl", PairsConfig(), progress=False)
-    assert off["leakage"]["enabled"] is False and off["counts"]["pairs"] == \
-        meta["counts"]["pairs"] + 1
+    assert off["leakage"]["enabled"] is False and off["counts"]["pairs"] == len(written)
+
+
+def test_overlap_strict_mode_drops(fake_store, tmp_path: Path) -> None:
+    out = tmp_path / "pairs.jsonl"
+    meta = pairs_from_store(fake_store, out, PairsConfig(overlap="strict"),
+                            _overlap_questions(tmp_path), progress=False)
+    kept = {p.instruction for p in read_pairs(out)}
+    assert not kept & (OVERLAPS["o1"] | OVERLAPS["m1"])
+    assert {"Quando nasceu Tiradentes?", "Onde nasceu Tiradentes?"} <= kept  # same topic: kept
+    assert meta["leakage"]["mode"] == "strict" and meta["leakage"]["dropped"] == 6
+    off = pairs_from_store(fake_store, tmp_path / "p2.jsonl", PairsConfig(), progress=False)
+    assert meta["counts"]["pairs"] == off["counts"]["pairs"] - 6
+    assert overlapping_question_ids(meta) == {}
+    with pytest.raises(UserError, match="overlap mode"):
+        PairsConfig(overlap="lenient")
+    with pytest.raises(UserError, match="leakage-threshold"):
+        PairsConfig(leakage_threshold=0.0)
 
 
 def test_output_file_is_deterministic(fake_store, fake_pages, make_store,
@@ -167,7 +220,7 @@ def test_pairs_records_round_trip(fake_store, tmp_path: Path) -> None:
     pairs = read_pairs(out)
     assert pairs == _pairs(fake_store)
     assert all(dataclasses.asdict(p).keys() == {"instruction", "input", "output", "source",
-                                                 "split", "kind", "fact"} for p in pairs)
+                                                 "split", "kind", "fact", "context"} for p in pairs)
     assert {p.kind for p in pairs if p.fact} == {"short"}  # only short pairs name their fact
 
 

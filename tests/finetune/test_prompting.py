@@ -12,27 +12,18 @@ from models.formats import FORMATS, get_format
 PAIR = Pair(instruction="Em que ano foi assinada a Lei Áurea?", input="", output="1888")
 
 
-def _generator(tokenizer):  # noqa: ANN001, ANN202
-    from models.gen_transformers import TransformersGenerator
-
-    class Model:  # just enough for the generator's constructor and context window
-        generation_config = type("G", (), {"eos_token_id": None})()
-        config = type("C", (), {"max_position_embeddings": 2048})()
-
-    return TransformersGenerator(Model(), tokenizer, progress=False)
-
-
 @pytest.mark.parametrize("name", FORMATS.names())
 @pytest.mark.parametrize("template", ["short", "default"])
 def test_training_prompt_is_the_closed_book_prompt_compare_sends(name: str, template: str,
-                                                                 tiny_tokenizer) -> None:
+                                                                 tiny_tokenizer,
+                                                                 tiny_generator) -> None:
     """The ids a pair is trained on == the ids the generator encodes for the same question when
     rag's pipeline builds the closed-book prompt in the adapter's format (what compare's
     ``finetuned`` system asks)."""
     from rag.pipeline import RagConfig, RagPipeline
 
     fmt = get_format(name)
-    gen = _generator(tiny_tokenizer)
+    gen = tiny_generator
     pipeline = RagPipeline(None, gen, RagConfig(template=template), fmt=fmt)
     sent = pipeline.prompts([PAIR.instruction], None)[0]
     spec = TrainingPrompt(template)
@@ -86,3 +77,38 @@ def test_config_values_and_cli_flag() -> None:
                                       "--prompt-template", "none"])
     assert args.prompt_template == "none"
     assert train_config("cpu-demo", prompt_template=args.prompt_template).prompt_template == "none"
+
+
+def test_evaluation_detects_a_prompt_mismatch(tmp_path, caplog) -> None:
+    """An adapter evaluated with another template (or a changed one, or trained on bare
+    instructions) is named loudly; the matching one passes."""
+    import json
+
+    from models.adapters import trained_prompt
+    from rag.pipeline import RagConfig, RagPipeline, prompt_mismatch
+
+    record = TrainingPrompt("short").describe()
+    assert prompt_mismatch(record, "short") is None
+    assert "'short' prompt template, but is asked with 'default'" in prompt_mismatch(
+        record, "default")
+    assert "bare instructions" in prompt_mismatch(None, "short")
+    assert "changed since" in prompt_mismatch({**record, "template_version": "old"}, "short")
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "manifest.json").write_text(json.dumps({"prompt": record}))
+    assert trained_prompt(adapter) == record
+
+    class Gen:
+        context_window, name = 2048, "fake"
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    pipeline = RagPipeline(None, Gen(), RagConfig(template="default"))
+    with caplog.at_level("WARNING"):
+        assert pipeline.check_adapter_prompt(adapter) is not None
+    assert "prompt mismatch" in caplog.text and pipeline.prompt_mismatch
+    assert RagPipeline(None, Gen(), RagConfig(template="short")).check_adapter_prompt(
+        adapter) is None

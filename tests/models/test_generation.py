@@ -10,8 +10,8 @@ import torch
 
 from core.errors import UserError
 from models.backends import make_generator
-from models.gen_transformers import TransformersGenerator
-from models.generation import Decoding, Generator, apply_stop
+from models.gen_transformers import RowSampler, TransformersGenerator
+from models.generation import Decoding, Generator, apply_stop, prompt_seed
 
 PROMPTS = [
     "A capital do Brasil",
@@ -87,12 +87,17 @@ def test_best_of_n_picks_the_most_likely_sample(gen: TransformersGenerator) -> N
     best = gen.generate(["A capital do Brasil"], dec)[0]
     model, tok = gen.model, gen.tokenizer
     ids = tok("A capital do Brasil")["input_ids"]
-    torch.manual_seed(3)
+    from transformers import LogitsProcessorList
+
+    # the candidates come from the prompt's own generator (seeded by prompt_seed), drawn with
+    # the decoding's temperature / top-k / top-p; transformers' warpers are off
+    sampler = RowSampler(dec, [prompt_seed(3, "A capital do Brasil")], group=4)
     mask = torch.ones(1, len(ids), dtype=torch.long)
     out = model.generate(torch.tensor([ids]), attention_mask=mask, do_sample=True,
-                         temperature=0.7, top_p=0.95, top_k=50, num_return_sequences=4,
+                         temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=4,
                          max_new_tokens=6, eos_token_id=gen.eos_ids,
-                         pad_token_id=tok.pad_token_id, repetition_penalty=1.0)
+                         pad_token_id=tok.pad_token_id, repetition_penalty=1.0,
+                         logits_processor=LogitsProcessorList([sampler]))
     means = []
     for row in out:
         n = gen._generated_length(row[len(ids):].tolist())

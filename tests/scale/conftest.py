@@ -197,6 +197,7 @@ def tiny_training(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory
         f"model: {tiny_llama_dir}\nformat: llama2\nload_in_4bit: true\nlora_r: 8\n"
         "lora_alpha: 16\nmax_steps: 2\nper_device_train_batch_size: 2\n"
         "per_device_eval_batch_size: 2\nlearning_rate: 1.0e-2\nwarmup_ratio: 0.0\n"
-        "logging_steps: 1\neval_steps: 2\nsave_steps: 2\nmax_seq_length: 64\nprecision: 'no'\n"
+        "logging_steps: 1\neval_steps: 2\nsave_steps: 2\nmax_seq_length: 64\n"
+        "prompt_template: none\nprecision: 'no'\n"
         "optim: adamw_torch\ngroup_by_length: false\n", encoding="utf-8")
     return folder / "tiny.yaml", folder / "pairs.jsonl"
