@@ -16,7 +16,9 @@
    overwritten: a re-run lands in ``runs/demo-2`` …, with every generation from the cache, so
    no generator weights are even loaded.
 
-It prints each step's wall time and, at the end, where the report is and the headline numbers.
+It prints each step's wall time and, at the end, where the report is, how much training the
+adapter had (steps, epochs, tokens) and the headline: each system's primary metric with its 95%
+interval and the multiplicity-adjusted verdicts.
 """
 
 from __future__ import annotations
@@ -220,35 +222,43 @@ def run_compare(progress: bool, out: Path, holder: dict[str, Any]) -> str:
 
 
 def summary(run_dir: Path) -> list[str]:
-    """The headline: each system's EM/F1 with 95% CIs, then each system vs base, paired."""
+    """The headline: how much training the adapter had, each system's primary metric with its
+    95% interval, and the adjusted verdicts (against base, and RAG against fine-tuning)."""
     results = read_results(run_dir)
-    metrics, lines = results["metrics"], []
-    for col in results["columns"]:
-        em, f1 = metrics["exact_match"].get(col), metrics["f1"].get(col)
-        if em and f1:
-            lines.append(f"{col:>14}: EM {em['mean']:.3f} [{em['low']:.3f}, {em['high']:.3f}]  "
-                         f"F1 {f1['mean']:.3f} [{f1['low']:.3f}, {f1['high']:.3f}]")
-    paired = {(p["a"], p["b"], p["metric"]): p for p in results["paired"]}
-    for col in results["columns"]:
-        parts = [_versus_base(paired, col, m) for m in ("exact_match", "f1")]
-        stated = [p for p in parts if p is not None]
-        if len(stated) == len(parts):
-            lines.append(f"{col} vs base: " + "; ".join(stated))
+    lines = [training_line(default_adapter_dir())]
+    headline = results.get("headline") or {}
+    for metric in headline.get("metrics") or []:
+        for col, ci in (headline.get("rows") or {}).get(metric, {}).items():
+            lines.append(f"{col:>14}: {metric} {ci['mean']:.3f} [{ci['low']:.3f}, "
+                         f"{ci['high']:.3f}] (n={ci['n']}, {ci.get('interval', 'CI')})")
+    lines += [f"- {v}" for v in headline.get("verdicts") or results.get("verdicts") or []]
     return lines
 
 
-def _versus_base(paired: dict[tuple[str, str, str], dict[str, Any]], col: str, metric: str
-                 ) -> str | None:
-    """"EM +0.25 (mcnemar-exact p=0.002, 12/40/2)" for ``col`` minus base, or None."""
-    p, sign = paired.get(("base", col, metric)), -1
-    if p is None:
-        p, sign = paired.get((col, "base", metric)), 1
-    if p is None:
-        return None
-    wins, losses = (p["wins"], p["losses"]) if sign == 1 else (p["losses"], p["wins"])
-    label = {"exact_match": "EM", "f1": "F1"}[metric]
-    return (f"{label} {sign * p['mean_diff'] + 0.0:+.3f} ({p['test']} p={p['p_value']:.3g}, "
-            f"wins/ties/losses {wins}/{p['ties']}/{losses})")
+def training_line(adapter: Path) -> str:
+    """"adapter: 40 steps, 0.26 epochs, 19,145 tokens of 560 pairs" from its manifest and log."""
+    from compare.validity import training_amount
+    from models.adapters import read_manifest
+
+    if not (adapter / "manifest.json").is_file():
+        return f"adapter {adapter}: no manifest"
+    manifest = read_manifest(adapter)
+    log_path = adapter / "training_log.jsonl"
+    log_rows = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()
+                if x.strip()] if log_path.is_file() else []
+    amount = training_amount(manifest, log_rows)
+    epochs = amount.get("epochs")
+    tokens = amount.get("tokens")
+    return (f"adapter: {amount.get('steps')} steps"
+            + (f", {epochs:.2f} epochs" if isinstance(epochs, (int, float)) else "")
+            + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+            + f" of {amount.get('train_pairs')} training pairs "
+            f"({', '.join(f'{n} {k}' for k, n in _pair_kinds(manifest).items())})")
+
+
+def _pair_kinds(manifest: dict[str, Any]) -> dict[str, int]:
+    meta = (manifest.get("pairs") or {}).get("meta") or {}
+    return dict((meta.get("counts") or {}).get("by_kind") or {})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -270,7 +280,7 @@ def _main(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     step("models", lambda: ensure_models(cfg), timings)
     step("ingest the sample dump", lambda: ensure_store(progress), timings)
-    step("instruction pairs (leakage-filtered)", lambda: ensure_pairs(progress), timings)
+    step("short-answer pairs (overlap checked)", lambda: ensure_pairs(progress), timings)
     step(f"train the {TRAIN_PRESET} adapter", lambda: ensure_adapter(progress), timings)
     step("compare base / rag / finetuned / rag+finetuned",
          lambda: run_compare(progress, args.out, holder), timings)

@@ -227,7 +227,10 @@ def lora_config(config: TrainConfig) -> Any:
 
 def make_trainer(config: TrainConfig, prep: Prepared, out_dir: Path, progress: bool,
                  callbacks: list[Any]) -> Any:
-    """An ``SFTTrainer`` over the pre-tokenized datasets, LoRA attached by trl."""
+    """An ``SFTTrainer`` over the pre-tokenized datasets, LoRA attached by trl; under bf16
+    autocast its frozen linear weights are stored in bf16 (``frozen_linear_weights_to``), and
+    with ``loss_positions_only`` the LM head runs only where the loss is taken
+    (``finetune.loss``)."""
     from trl import SFTTrainer
 
     from finetune.adapter import snapshot_callbacks
@@ -241,6 +244,10 @@ def make_trainer(config: TrainConfig, prep: Prepared, out_dir: Path, progress: b
                                     *snapshot_callbacks(config, prep.fmt, out_dir), *callbacks])
     if resolve_precision(config.precision, config.load_in_4bit) != "bf16":
         _trainable_to_fp32(trainer.model)
+    elif not under_fsdp():  # FSDP flattens parameters of one dtype
+        import torch
+
+        frozen_linear_weights_to(trainer.model, torch.bfloat16)
     if config.loss_positions_only:  # the LM head only where the loss is taken (finetune.loss)
         from finetune.loss import add_positions_only_head
 
@@ -255,6 +262,33 @@ def _trainable_to_fp32(model: Any) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
+
+
+def frozen_linear_weights_to(model: Any, dtype: Any, source: Any = None) -> int:
+    """Store the frozen weights of plain ``nn.Linear`` layers in ``dtype``; returns how many.
+
+    Under bf16 autocast every linear layer multiplies in bf16, and autocast casts an fp32
+    weight to bf16 on every call (frozen weights are not in its cast cache): 358M values, in
+    fresh memory, per forward of the default model. A weight stored in bf16 is used as is, so
+    the products are bit-identical and the casts go. Only weights of ``source`` dtype (fp32
+    by default) change; trainable weights (LoRA, a full fine-tune), quantized layers (not
+    plain ``nn.Linear``) and an LM head tied to the input embedding (whose output would change
+    dtype) are left alone.
+    """
+    import torch
+
+    source = torch.float32 if source is None else source
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied = embeddings.weight if embeddings is not None else None
+    changed = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is not torch.nn.Linear or weight is None or weight.requires_grad \
+                or weight.dtype != source or weight is tied:
+            continue
+        weight.data = weight.data.to(dtype)
+        changed += 1
+    return changed
 
 
 def last_checkpoint(out_dir: Path) -> str:

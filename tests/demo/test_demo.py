@@ -18,19 +18,29 @@ from demo.driver import current_names, store_is_current, summary
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_summary_reports_each_system_and_the_paired_tests_against_base(tmp_path: Path) -> None:
-    ci = lambda m: {"mean": m, "low": m - 0.1, "high": m + 0.1, "n": 50}  # noqa: E731
-    pair = lambda metric, d, p: {"a": "base", "b": "rag", "metric": metric, "mean_diff": d,  # noqa: E731
-                                 "p_value": p, "test": "t", "wins": 1, "ties": 40, "losses": 9}
-    results = {"columns": ["base", "rag"],
-               "metrics": {"exact_match": {"base": ci(0.1), "rag": ci(0.4)},
-                           "f1": {"base": ci(0.2), "rag": ci(0.6)}},
-               "paired": [pair("exact_match", -0.3, 0.001), pair("f1", -0.4, 0.0002)]}
+def test_summary_says_how_much_training_and_the_primary_metric_verdicts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "manifest.json").write_text(json.dumps({
+        "config": {"max_steps": 40, "per_device_train_batch_size": 2, "max_seq_length": 256,
+                   "packing": True},
+        "pairs": {"train": 700, "meta": {"counts": {"by_kind": {"short": 780}}}},
+        "truncation": {"train": {"examples": 700, "tokens": 91000}},
+        "training": {"global_step": 40, "epoch": 0.23}}))
+    (adapter / "training_log.jsonl").write_text(
+        json.dumps({"step": 40, "epoch": 0.23, "num_tokens": 20480}) + "\n")
+    monkeypatch.setattr("demo.driver.default_adapter_dir", lambda: adapter)
+    ci = {"mean": 0.4, "low": 0.3, "high": 0.5, "n": 82, "interval": "wilson"}
+    results = {"columns": ["base", "rag"], "headline": {
+        "metrics": ["answer_accuracy"], "rows": {"answer_accuracy": {"base": ci, "rag": ci}},
+        "verdicts": ["rag beats base on answer_accuracy by 0.3 (…)"]}}
     (tmp_path / "results.json").write_text(json.dumps(results))
     lines = summary(tmp_path)
-    assert lines[0].strip().startswith("base: EM 0.100 [0.000, 0.200]")
-    assert lines[2] == ("rag vs base: EM +0.300 (t p=0.001, wins/ties/losses 9/40/1); "
-                        "F1 +0.400 (t p=0.0002, wins/ties/losses 9/40/1)")
+    assert lines[0] == ("adapter: 40 steps, 0.23 epochs, 20,480 tokens of 700 training pairs "
+                        "(780 short)")
+    assert lines[1].strip() == "base: answer_accuracy 0.400 [0.300, 0.500] (n=82, wilson)"
+    assert lines[-1] == "- rag beats base on answer_accuracy by 0.3 (…)"
 
 
 # --- the store check: rebuild only an unfinished or damaged store, and say why ----------------

@@ -26,7 +26,7 @@ from finetune.callbacks import read_log, series
 from finetune.config import TrainConfig, train_config
 from finetune.loss import add_positions_only_head, plain_head, trl_compacts
 from finetune.records import write_pairs
-from finetune.train import make_trainer, prepare, train
+from finetune.train import frozen_linear_weights_to, make_trainer, prepare, train
 
 RTOL = 1e-5
 
@@ -50,18 +50,19 @@ def tiny(model: Path, **over: Any) -> TrainConfig:
     return TrainConfig(**{**base, **over})
 
 
-def trainer_for(model: Path, out: Path, positions_only: bool, packing: bool) -> Any:
+def trainer_for(model: Path, out: Path, positions_only: bool, packing: bool,
+                **over: Any) -> Any:
     """An SFTTrainer as ``finetune train`` builds it, with seeded random (non-zero) LoRA weights:
     peft starts B at zero, which would leave every gradient of A at zero."""
     from transformers import set_seed
 
-    config = tiny(model, packing=packing, loss_positions_only=positions_only)
+    config = tiny(model, packing=packing, loss_positions_only=positions_only, **over)
     set_seed(0)
     prep = prepare(config, _conftest().sample_pairs())
     trainer = make_trainer(config, prep, out, False, [])
     gen = torch.Generator().manual_seed(5)
-    for _, param in sorted(trainer.model.named_parameters()):
-        if param.requires_grad:
+    for name, param in sorted(trainer.model.named_parameters()):
+        if param.requires_grad and "lora_" in name:
             param.data = 0.3 * torch.randn(param.shape, generator=gen)
     return trainer
 
@@ -78,11 +79,12 @@ def loss_and_grads(trainer: Any, batch: dict[str, Any], reference: bool = False,
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
              if p.requires_grad}
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
-def assert_grads_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
-    assert got.keys() == want.keys() and len(got) == 2 * 7 * 2  # A, B x 7 linears x 2 layers
+def assert_grads_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
+                       count: int = 2 * 7 * 2) -> None:  # LoRA A, B x 7 linears x 2 layers
+    assert got.keys() == want.keys() and len(got) == count
     for name in want:
         scale = float(want[name].norm())
         assert scale > 0, name
@@ -151,6 +153,22 @@ def test_the_head_projects_only_the_loss_positions(trainers: dict[Any, Any]) -> 
     assert counted["today"] - counted["lever"] == expected
 
 
+def test_a_trainable_head_gets_the_same_gradients(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """A full fine-tune trains the LM head too: its positions-only projection (trl's chunked
+    kernel on the gathered positions) gives every weight, the head's included, the full-logits
+    gradient."""
+    lever = trainer_for(tiny_llama_dir, tmp_path / "on", True, True, use_lora=False)
+    today = trainer_for(tiny_llama_dir, tmp_path / "off", False, True, use_lora=False)
+    batch = first_batch(lever)
+    loss, grads = loss_and_grads(lever, batch)
+    ref_loss, ref_grads = loss_and_grads(lever, batch, reference=True)
+    trl_loss, trl_grads = loss_and_grads(today, batch)
+    assert loss == pytest.approx(ref_loss, rel=RTOL) and loss == pytest.approx(trl_loss, rel=RTOL)
+    assert "lm_head.weight" in grads and len(grads) == 21  # every weight of the 2-layer model
+    assert_grads_close(grads, ref_grads, count=21)
+    assert_grads_close(grads, trl_grads, count=21)
+
+
 def test_a_micro_batch_without_loss_positions(trainers: dict[Any, Any]) -> None:
     """All labels -100 (possible in a micro-batch of a packed run): a zero loss that still
     back-propagates (zero gradients), as on trl's path."""
@@ -189,6 +207,34 @@ def test_short_training_run_matches_the_current_path(tiny_llama_dir: Path,
     assert len(lever) == len(today) == 10
     assert lever == pytest.approx(today, rel=1e-2)
     assert today != fp32  # bf16 really ran: its own rounding shows in the curve
+
+
+def test_bf16_storage_of_frozen_weights_is_bit_identical(tiny_llama_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Under bf16 autocast ``make_trainer`` stores frozen linear weights in bf16: autocast
+    multiplied in bf16 anyway, so loss and LoRA gradients are bit-identical to fp32 storage."""
+    trainer = trainer_for(tiny_llama_dir, tmp_path / "bf16", True, True, precision="bf16")
+    weights = dict(trainer.model.named_parameters())
+    frozen = {n: p.dtype for n, p in weights.items() if not p.requires_grad}
+    assert frozen["base_model.model.lm_head.weight"] == torch.bfloat16
+    assert frozen["base_model.model.model.layers.0.mlp.down_proj.base_layer.weight"] == \
+        torch.bfloat16
+    assert frozen["base_model.model.model.embed_tokens.weight"] == torch.float32  # an input
+    assert frozen["base_model.model.model.norm.weight"] == torch.float32
+    assert sum(dt == torch.bfloat16 for dt in frozen.values()) == 2 * 7 + 1
+    assert all(p.dtype == torch.float32 for p in weights.values() if p.requires_grad)
+    batch = first_batch(trainer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what accelerate wraps the forward in
+        stored_bf16 = loss_and_grads(trainer, batch)
+        assert frozen_linear_weights_to(trainer.model, torch.float32, torch.bfloat16) == 15
+        stored_fp32 = loss_and_grads(trainer, batch)
+    assert stored_bf16[0] == stored_fp32[0]
+    assert all(torch.equal(stored_bf16[1][n], stored_fp32[1][n]) for n in stored_fp32[1])
+    with torch.no_grad():  # and autocast really ran: fp32 products differ
+        assert float(trainer.compute_loss(trainer.model, dict(batch))) != stored_fp32[0]
+    with pytest.raises(RuntimeError, match="dtype"):  # bf16 storage needs the autocast
+        frozen_linear_weights_to(trainer.model, torch.bfloat16)
+        trainer.compute_loss(trainer.model, dict(batch))
 
 
 def test_the_lever_is_on_by_default_and_for_cpu_demo() -> None:
