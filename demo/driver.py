@@ -238,15 +238,13 @@ def summary(run_dir: Path) -> list[str]:
 def training_line(adapter: Path) -> str:
     """"adapter: 40 steps, 0.26 epochs, 19,145 tokens of 560 pairs" from its manifest and log."""
     from compare.validity import training_amount
+    from finetune.callbacks import read_log
     from models.adapters import read_manifest
 
     if not (adapter / "manifest.json").is_file():
         return f"adapter {adapter}: no manifest"
     manifest = read_manifest(adapter)
-    log_path = adapter / "training_log.jsonl"
-    log_rows = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()
-                if x.strip()] if log_path.is_file() else []
-    amount = training_amount(manifest, log_rows)
+    amount = training_amount(manifest, read_log(adapter / "training_log.jsonl"))
     epochs = amount.get("epochs")
     tokens = amount.get("tokens")
     return (f"adapter: {amount.get('steps')} steps"
