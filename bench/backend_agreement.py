@@ -2,8 +2,9 @@
 
 Reads two run dirs (e.g. the demo's transformers run and the same experiment with
 ``--backend llamacpp``) and prints, per system on the open questions: the share of identical
-answers and each backend's mean exact match and F1 with the difference; on the multiple-choice
-questions, the share of identical picks (both scored by transformers).
+answers and each backend's mean answer accuracy (the primary metric), exact match and F1 with
+the difference; on the multiple-choice questions, the share of identical picks and each
+backend's accuracy (each backend scores its own log-likelihoods).
 
     .venv/bin/python bench/backend_agreement.py runs/demo runs/demo-llamacpp
 """
@@ -16,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from compare.rundir import read_samples
+
+METRICS = ("answer_accuracy", "exact_match", "f1")  # open questions; n/a ones are skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         if b is None:
             continue
         row = by_system[key[0]]
-        if a.choice is not None:
+        if a.choice is not None or "mc_accuracy" in a.scores:
             row["mc_same"].append(float(a.choice == b.choice))
+            row["mc_accuracy_a"].append(a.scores.get("mc_accuracy", 0.0))
+            row["mc_accuracy_b"].append(b.scores.get("mc_accuracy", 0.0))
             continue
         row["same"].append(float(a.output.strip() == b.output.strip()))
-        for metric in ("exact_match", "f1"):
+        for metric in METRICS:
             if metric in a.scores and metric in b.scores:
                 row[f"{metric}_a"].append(a.scores[metric])
                 row[f"{metric}_b"].append(b.scores[metric])
@@ -46,21 +51,25 @@ def main(argv: list[str] | None = None) -> int:
             return round(sum(xs) / len(xs), 3) if xs else float("nan")
         report[system] = {"open": len(row["same"]), "identical": mean(row["same"]),
                           "mc_identical": mean(row["mc_same"]),
-                          **{f"{m}_{s}": mean(row[f"{m}_{s}"]) for m in ("exact_match", "f1")
+                          **{f"{m}_{s}": mean(row[f"{m}_{s}"]) for m in (*METRICS, "mc_accuracy")
                              for s in "ab"}}
-        for m in ("exact_match", "f1"):
+        for m in (*METRICS, "mc_accuracy"):
             report[system][f"{m}_diff"] = round(report[system][f"{m}_b"]
                                                 - report[system][f"{m}_a"], 3)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print("| system | open qs | identical answers | EM a → b (Δ) | F1 a → b (Δ) "
-          "| MC picks identical |")
-    print("|---|---|---|---|---|---|")
+    names = {"answer_accuracy": "answer acc.", "exact_match": "EM", "f1": "F1",
+             "mc_accuracy": "MC acc."}
+    print("| system | open qs | identical answers | "
+          + " | ".join(f"{names[m]} a → b (Δ)" for m in (*METRICS, "mc_accuracy"))
+          + " | MC picks identical |")
+    print("|---" * (len(METRICS) + 5) + "|")
     for system, r in report.items():
-        print(f"| {system} | {r['open']} | {r['identical']:.3f} | {r['exact_match_a']:.3f} → "
-              f"{r['exact_match_b']:.3f} ({r['exact_match_diff']:+.3f}) | {r['f1_a']:.3f} → "
-              f"{r['f1_b']:.3f} ({r['f1_diff']:+.3f}) | {r['mc_identical']:.3f} |")
+        cells = [f"{r[m + '_a']:.3f} → {r[m + '_b']:.3f} ({r[m + '_diff']:+.3f})"
+                 for m in (*METRICS, "mc_accuracy")]
+        print(f"| {system} | {r['open']} | {r['identical']:.3f} | {' | '.join(cells)} | "
+              f"{r['mc_identical']:.3f} |")
     return 0
 
 

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--load-in-4bit", action="store_true", default=None)
     run.add_argument("--backend", choices=("auto", "transformers", "llamacpp"),
                      help="what generates (default transformers; auto: llama.cpp for a model "
-                     "that ships as GGUF, on a CPU); multiple-choice scoring stays transformers'")
+                     "that ships as GGUF, on a CPU); it also scores multiple choice")
     run.add_argument("--seed", type=int)
     rep = sub.add_parser("report", help="re-render a run's report")
     rep.add_argument("run", type=Path)

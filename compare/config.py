@@ -70,7 +70,7 @@ class ExperimentConfig:
     load_in_4bit: bool = False
     dtype: str = "auto"
     backend: str = "transformers"  # what generates: transformers | llamacpp | auto (llama.cpp
-    # for a GGUF model on a CPU); multiple-choice log-likelihood is transformers' on every backend
+    # for a GGUF model on a CPU); the same backend scores multiple-choice log-likelihoods
     cache: str | None = None  # generation cache (sqlite); None: <cache>/compare/generations.sqlite
     seed: int = 0
     title: str = "RAG vs fine-tuning: Brazilian history"

@@ -41,11 +41,10 @@ from typing import Any
 
 from compare.rundir import Sample
 from core.errors import UserError
-from core.jsonl import iter_jsonl
 from core.questions import Question, read_questions
 from core.text import fold
+from finetune.records import TRAINING_LOG, read_log
 
-TRAINING_LOG = "training_log.jsonl"  # finetune.callbacks.LOG_NAME (not imported: transformers)
 NAMED, UNNAMED = "title:named", "title:unnamed"
 FINETUNED_SYSTEMS = {"finetuned": "base", "rag+finetuned": "rag"}  # adapter system -> its control
 MIN_EPOCHS = 1.0  # fewer passes over the training pairs than this: warned
@@ -125,7 +124,7 @@ class _Adapter:
         self.path, self.columns = path, columns
         self.name = Path(path).name
         self.manifest: dict[str, Any] | None = _read_json(Path(path) / "manifest.json")
-        self.log = _read_log(Path(path) / TRAINING_LOG)
+        self.log = read_log(Path(path) / TRAINING_LOG)
         self._pairs: list[Any] | None | bool = False  # False: not read yet
 
     @property
@@ -156,12 +155,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [obj for _, obj in iter_jsonl(path) if isinstance(obj, dict)]
 
 
 def _column_adapters(results: dict[str, Any]) -> dict[str, str]:

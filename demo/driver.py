@@ -238,7 +238,7 @@ def summary(run_dir: Path) -> list[str]:
 def training_line(adapter: Path) -> str:
     """"adapter: 40 steps, 0.26 epochs, 19,145 tokens of 560 pairs" from its manifest and log."""
     from compare.validity import training_amount
-    from finetune.callbacks import read_log
+    from finetune.records import read_log
     from models.adapters import read_manifest
 
     if not (adapter / "manifest.json").is_file():

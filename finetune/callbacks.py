@@ -24,9 +24,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from finetune.records import TRAINING_LOG, read_log
+
 log = logging.getLogger(__name__)
 
-LOG_NAME = "training_log.jsonl"
+LOG_NAME = TRAINING_LOG
 SMOOTH = 5  # logs averaged in the dashed training-loss line (small batches are noisy)
 
 
@@ -230,15 +232,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a training log (empty when the file is absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:

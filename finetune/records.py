@@ -17,6 +17,8 @@ from typing import Any
 from core.errors import UserError
 from core.jsonl import iter_jsonl as read_jsonl_lines
 
+TRAINING_LOG = "training_log.jsonl"  # what ``finetune train`` logs into the adapter folder
+
 SPLITS = ("train", "validation")
 REQUIRED = ("instruction", "output")
 MAX_LISTED_REASONS = 5
@@ -170,3 +172,13 @@ def write_meta(pairs_path: Path, meta: dict[str, Any]) -> Path:
     path = meta_path(pairs_path)
     path.write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a training log (empty when the file is absent); a torn last line (a
+    training killed while writing) or any other unreadable line is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [obj for _, obj in read_jsonl_lines(path) if isinstance(obj, dict)]

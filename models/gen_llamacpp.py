@@ -9,9 +9,11 @@ are completed as they are. Greedy and sampled decoding are supported with the ``
 temperature, top-p, top-k, seed and stop strings; every sampled request carries its own seed,
 ``models.generation.prompt_seed(decoding.seed, prompt)``, so a sampled answer does not depend on
 which prompts shared its batch. Beam search, contrastive search and
-best-of-n are refused (``STRATEGIES``), and so is continuation scoring: llama.cpp's completion
-endpoint gives log-probabilities of sampled tokens, not of a given continuation, so multiple-choice
-log-likelihood stays on transformers.
+best-of-n are refused (``STRATEGIES``). Continuations are scored exactly for this GGUF
+(``loglikelihood``): llama.cpp has no prompt log-probabilities, but the probabilities of the
+next token after a prompt cover the whole vocabulary, so each continuation token is read after
+its own prefix, the context plus the continuation's earlier tokens (one request per distinct
+prefix: the four letters of a multiple-choice question share one).
 
     gen = LlamaCppGenerator(gguf_path, tokenizer, name="qwen2.5-coder-0.5b-instruct")
     gen.generate([[{"role": "user", "content": "Quem foi Tiradentes?"}]], Decoding())
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("greedy", "sample")  # what this backend decodes; the others are refused
 DEFAULT_PARALLEL = 8
 DEFAULT_CONTEXT = 4096
+SCORE_TOP = 64  # next-token probabilities asked for first when scoring continuations
+ALL_TOKENS = 1 << 22  # more than any vocabulary: llama.cpp then reports every token
 
 
 def gguf_context_length(path: Path) -> int | None:
@@ -208,9 +212,71 @@ class LlamaCppGenerator:
                 for r in replies]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
-        """Refused: llama.cpp does not score a given continuation (see the module docstring)."""
-        raise UserError("the llama.cpp backend does not score continuations (multiple-choice "
-                        "log-likelihood); use --backend transformers for it")
+        """Summed log-prob of each continuation given its context, tokenized as lm-eval does
+        (``models.scoring.encode_pair``, the same tokens transformers scores). Each continuation
+        token is read from the next-token distribution after its prefix (requests sharing a
+        prefix share one llama.cpp request); a prefix longer than the window keeps its last
+        tokens. Prompts are never served from llama.cpp's prompt cache here: a cached prefix
+        changes the last digits of the numbers."""
+        from models.scoring import encode_pair
+
+        wanted: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for i, (context, continuation) in enumerate(requests):
+            ctx, cont = encode_pair(self.tokenizer, context, continuation)
+            row = ctx + cont
+            for j, token in enumerate(cont):
+                prefix = tuple(row[:len(ctx) + j][-(self._window - 1):])
+                wanted.setdefault(prefix, []).append((i, token))
+        scores = [0.0] * len(requests)  # no continuation token: log 1
+        prefixes = list(wanted)
+        found = self._token_logprobs(prefixes, [{t for _, t in wanted[p]} for p in prefixes])
+        for prefix, logps in zip(prefixes, found, strict=True):
+            for i, token in wanted[prefix]:
+                scores[i] += logps[token]
+        return scores
+
+    def grouped_loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
+        """``loglikelihood`` (already one request per shared prefix)."""
+        return self.loglikelihood(requests)
+
+    def _token_logprobs(self, prefixes: Sequence[Sequence[int]], needed: Sequence[set[int]]
+                        ) -> list[dict[int, float]]:
+        """For each token-id prefix, the log-probs of the ``needed`` next tokens: the top
+        ``SCORE_TOP`` first, the whole vocabulary for a prefix whose token is not among them.
+        llama.cpp's figures move by ~1e-4 nat with the number of probabilities asked for, so a
+        token keeps the value of the read that first reported it: a token's score depends only
+        on its prefix, never on which other requests were scored with it."""
+        server = self.server()
+        replies: list[dict[int, float]] = [{} for _ in prefixes]
+        todo = list(range(len(prefixes)))
+        for n_probs in (SCORE_TOP, ALL_TOKENS):
+            # one request at a time: a prompt processed beside another one in llama.cpp's batch
+            # gets slightly different numbers (1e-4 nat), and prefill gains nothing from company
+            for i in todo:
+                reply = _call(server, self._score_request(prefixes[i], n_probs))
+                read = {int(t["id"]): float(t["logprob"]) for t in
+                        reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+                replies[i] = {**read, **replies[i]}  # a token's first reading stands
+            todo = [i for i in todo if not needed[i] <= replies[i].keys()]
+            if not todo:
+                return replies
+        missing = sorted(needed[todo[0]] - replies[todo[0]].keys())
+        raise UserError(f"llama.cpp reported no probability for token(s) {missing} of "
+                        f"{self.name}: is the tokenizer the GGUF's own?")
+
+    def _lora_field(self) -> dict[str, Any]:
+        """The request's LoRA scales: the active one on, the others off (none loaded: {})."""
+        if not self.loras:
+            return {}
+        return {"lora": [{"id": i, "scale": 1.0 if i == self.active else 0.0}
+                         for i in range(len(self.loras))]}
+
+    def _score_request(self, prefix: Sequence[int], n_probs: int) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"prompt": list(prefix), "max_tokens": 1, "temperature": 0.0,
+                                "top_k": 1, "seed": 0, "n_probs": n_probs,
+                                "cache_prompt": False}
+        body.update(self._lora_field())
+        return "completions", body
 
     # --- llama.cpp -----------------------------------------------------------------------
 
@@ -248,9 +314,7 @@ class LlamaCppGenerator:
         seed = d.seed if d.strategy == "greedy" else prompt_seed(d.seed, prompt)
         body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": seed,
                                 "stop": list(d.stop), "cache_prompt": not self.loras}
-        if self.loras:
-            body["lora"] = [{"id": i, "scale": 1.0 if i == self.active else 0.0}
-                            for i in range(len(self.loras))]
+        body.update(self._lora_field())
         if d.strategy == "greedy":
             body.update(temperature=0.0, top_k=1)
         else:

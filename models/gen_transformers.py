@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.registry import Registry
 from models.generation import STRATEGIES, Decoding, Generation, Prompt, apply_stop, prompt_seed
 from models.loading import LoadOptions, context_window_of
+from models.scoring import encode_pair
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ class TransformersGenerator:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self.eos_ids = end_token_ids(model, tokenizer)
-        self._prefix = tokenizer("", add_special_tokens=True)["input_ids"]
 
     # --- the Generator protocol ----------------------------------------------------------
 
@@ -305,42 +305,8 @@ class TransformersGenerator:
     # --- scoring -------------------------------------------------------------------------
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids) as lm-eval's ``TemplateLM.loglikelihood`` and
-        ``_encode_pair`` make them.
-
-        A non-empty context: its trailing spaces move to the continuation, context +
-        continuation is encoded once and split after the context's tokens; the context starts
-        with whatever the tokenizer itself puts before a text (Llama's or Gemma's BOS; nothing
-        for Qwen or GPT-2, whose tokenizers add no BOS), as lm-eval's ``tok_encode`` does, and
-        never with an end-of-text or end-of-turn token. An empty context (or one of spaces
-        only): lm-eval's ``prefix_token_id``, the tokenizer's BOS, or its EOS when it has no BOS
-        (Qwen: ``<|endoftext|>`` or ``<|im_end|>``), since the first token needs something to
-        be predicted from; a continuation that already starts with that token gives it up to
-        the context.
-        """
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        encode = self.tokenizer.__call__
-        if not context:
-            cont = encode(continuation, add_special_tokens=False)["input_ids"]
-            bos = self.tokenizer.bos_token_id
-            prefix = bos if bos is not None else self.tokenizer.eos_token_id
-            if cont and cont[0] == prefix:
-                return cont[:1], cont[1:]
-            return [prefix], cont
-        whole = encode(context + continuation, add_special_tokens=False)["input_ids"]
-        ctx = encode(context, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token
-        if bos and context.startswith(bos):  # a chat template wrote the BOS itself: not twice
-            return ctx, whole[len(ctx):]
-        return self._start_tokens() + ctx, whole[len(ctx):]
-
-    def _start_tokens(self) -> list[int]:
-        """The special tokens the tokenizer puts before a text by itself (``[bos]`` for Llama,
-        ``[]`` for Qwen and GPT-2), without an end-of-sequence one it may append."""
-        eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
-        return [t for t in self._prefix if t != eos or t == bos]
+        """(context ids, continuation ids) as lm-eval makes them (``scoring.encode_pair``)."""
+        return encode_pair(self.tokenizer, context, continuation)
 
     def grouped_loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """``loglikelihood`` with lm-eval's one-token shortcut: the requests that share a context

@@ -60,9 +60,9 @@ class ModelSlot:
 
     @cached_property
     def generates_with(self) -> str:
-        """The backend that generates ("auto" resolved by ``models.backends.choose_backend``);
-        log-likelihood scoring is always transformers' (llama.cpp does not score a given
-        continuation)."""
+        """The backend that generates and scores continuations ("auto" resolved by
+        ``models.backends.choose_backend``): on llama.cpp, the transformers weights are never
+        loaded."""
         from models.backends import choose_backend
 
         return choose_backend(self.ref, self.backend, self.options, self.adapter)
@@ -119,11 +119,10 @@ class ModelSlot:
         the load options as given and as they resolve on this machine (dtype, device type,
         quantization: ``models.gen_transformers.load_identity``), and the library versions. On
         llama.cpp, also the GGUF it runs (file, sha256, file type, i.e. its quantization) and
-        the device llama.cpp computes on; scoring stays on transformers, described apart."""
+        the device llama.cpp computes on (which also scores continuations)."""
         from models.gen_transformers import load_identity
         from models.loading import model_fingerprint_of
 
-        transformers = {"load": dataclasses.asdict(self.options), **load_identity(self.options)}
         if self.generates_with == "llamacpp":
             from models.backends import gguf_of
             from models.gen_llamacpp import gguf_identity, llamacpp_device
@@ -138,10 +137,11 @@ class ModelSlot:
             return {"backend": "llamacpp", "model": self.name,
                     "fingerprint": model_fingerprint_of(self.ref),
                     "gguf": gguf_identity(gguf, known), "device": llamacpp_device(),
-                    "scoring": {"backend": "transformers", **transformers},
+                    "scoring": {"backend": "llamacpp"},
                     "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,
-                "fingerprint": model_fingerprint_of(self.ref), **transformers,
+                "fingerprint": model_fingerprint_of(self.ref),
+                "load": dataclasses.asdict(self.options), **load_identity(self.options),
                 "versions": package_versions(VERSIONED)}
 
     @cached_property
@@ -272,8 +272,10 @@ class SlotGenerator:
             return gen.generate(prompts, decoding)
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
-        """Continuation log-likelihoods with the adapter on or off (one forward pass per
-        context for one-token continuations, as lm-evaluation-harness does)."""
+        """Continuation log-likelihoods with the adapter on or off, on the slot's backend (one
+        forward pass per context for one-token continuations, as lm-evaluation-harness does)."""
+        if self.slot.generates_with == "llamacpp":
+            return self.slot.llama(self.adapter).grouped_loglikelihood(requests)
         with self.slot.active(self.adapter) as gen:
             return gen.grouped_loglikelihood(requests)
 

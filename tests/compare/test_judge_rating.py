@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -353,30 +351,19 @@ def test_judge_samples_builds_the_results_entry_and_warns_on_self_judging(caplog
 # --- the judge's identity in the cache (SystemFactory.judge_generator) ----------------------
 
 @pytest.fixture
-def models_server() -> Iterator[tuple[dict[str, Any], str]]:
+def models_server(serve_json: Any) -> Iterator[tuple[dict[str, Any], str]]:
     """A local server answering GET /v1/models from ``state["cards"]`` (404 when None)."""
     state: dict[str, Any] = {"cards": []}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            cards = state["cards"]
-            status = 404 if cards is None or self.path != "/v1/models" else 200
-            data = json.dumps({"object": "list", "data": cards} if status == 200 else
-                              {"error": "not found"}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def handle(method: str, path: str, body: dict[str, Any], headers: dict[str, str]
+               ) -> tuple[int, Any]:
+        cards = state["cards"]
+        if cards is None or path != "/v1/models":
+            return 404, {"error": "not found"}
+        return 200, {"object": "list", "data": cards}
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_json(handle) as url:
+        yield state, f"{url}/v1"
 
 
 class Named:

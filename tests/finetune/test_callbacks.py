@@ -17,6 +17,9 @@ def test_series_keeps_the_last_record_per_step(tmp_path: Path) -> None:
     assert series(records, "loss") == ([1, 2, 3], [3.0, 2.4, 2.0])
     assert series(records, "eval_loss") == ([0], [2.9])
     assert read_log(tmp_path / "absent.jsonl") == []
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 4, "lo')  # a training killed while writing its last line
+    assert read_log(log) == records
     written = plot_training_log(log, tmp_path)
     assert [p.name for p in written] == ["loss.png", "lr.png"]
     assert all(p.stat().st_size > 1000 for p in written)

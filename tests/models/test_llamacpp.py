@@ -73,9 +73,62 @@ def test_what_the_backend_does_not_do_is_refused(gen: LlamaCppGenerator) -> None
     for strategy in ("beam", "contrastive", "best_of_n"):
         with pytest.raises(UserError, match="--backend transformers"):
             gen.generate(CHATS[:1], Decoding(strategy=strategy))
-    with pytest.raises(UserError, match="does not score continuations"):
-        gen.loglikelihood([("A capital do Brasil é", " Brasília")])
     assert gen.context_window == 4096 and gen.count_tokens("Olá mundo") > 0
+
+
+LETTERS = [("Pergunta: Qual é a capital do Brasil?\nA. Rio\nB. Brasília\nC. Recife\nResposta:",
+            f" {x}") for x in "ABC"]
+
+
+def test_continuations_are_scored_as_transformers_scores_them(gen: LlamaCppGenerator,
+                                                               smol: tuple[ModelRef, object]
+                                                               ) -> None:
+    """Tolerance: llama.cpp computes with 8-bit-quantized activations on the GGUF's Q4 weights
+    that transformers dequantized to fp32: within 0.2 nat per continuation token (measured:
+    0.03-0.15 on these), the same ranking of the letters. A continuation of an empty context
+    (scored after the lone start token, log-probs of -18 and below) differs by more, about a
+    nat: only its sign is checked."""
+    from models.gen_transformers import TransformersGenerator
+    from models.loading import load_model
+
+    ref, tokenizer = smol
+    model, _ = load_model(ref, LoadOptions(dtype="float32"), tokenizer=tokenizer)
+    reference = TransformersGenerator(model, tokenizer, batch_size=4, progress=False)
+    requests = [*LETTERS, ("A capital do Brasil é", " Brasília, no Distrito Federal"),
+                ("", "Olá"), ("Quem foi Tiradentes?", "")]
+    got, want = gen.loglikelihood(requests), reference.loglikelihood(requests)
+    for g, w, (ctx, cont) in zip(got[:4], want, requests, strict=False):
+        tokens = len(reference.encode_pair(ctx, cont)[1])
+        assert g == pytest.approx(w, abs=0.2 * tokens), (ctx, cont)
+    assert got[4] < 0 and got[-1] == want[-1] == 0.0  # an empty continuation: log 1
+    rank = sorted(range(3), key=lambda i: got[i])
+    assert rank == sorted(range(3), key=lambda i: want[i])
+
+
+def test_scores_are_exact_sums_and_do_not_depend_on_the_batch(gen: LlamaCppGenerator,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import models.gen_llamacpp as module
+
+    whole = ("A capital do Brasil é", " Brasília")
+    ids = gen.tokenizer(whole[0] + whole[1], add_special_tokens=False)["input_ids"]
+    first = len(gen.tokenizer(whole[0], add_special_tokens=False)["input_ids"])
+    steps = [(gen.tokenizer.decode(ids[:i]), gen.tokenizer.decode(ids[i:i + 1]))
+             for i in range(first, len(ids))]
+    assert len(steps) > 1  # a multi-token continuation: one next-token read per token
+    alone = gen.loglikelihood([whole])[0]
+    assert alone == pytest.approx(sum(gen.loglikelihood(steps)), abs=1e-5)
+    crowd = gen.loglikelihood([*LETTERS, whole, *LETTERS])
+    assert crowd[3] == alone and crowd[:3] == crowd[4:]  # the company changes nothing
+    assert gen.loglikelihood(LETTERS[1:2]) == crowd[1:2]
+    calls: list[dict] = []
+    real = module._call
+    monkeypatch.setattr(module, "_call", lambda s, r: calls.append(r[1]) or real(s, r))
+    monkeypatch.setattr(module, "SCORE_TOP", 1)  # two of the letters are not the top token
+    fallback = gen.loglikelihood(LETTERS)
+    assert [c["n_probs"] for c in calls] == [1, module.ALL_TOKENS]  # one prefix, read twice
+    assert fallback == pytest.approx(crowd[:3], abs=1e-3)  # figures move ~1e-4 with n_probs
+    assert not any(c["cache_prompt"] for c in calls)
 
 
 def test_auto_picks_llamacpp_only_where_it_can_serve(smol: tuple[ModelRef, object],

@@ -127,10 +127,16 @@ def test_what_llamacpp_cannot_hold_is_refused(trained, tmp_path: Path) -> None:
         export_lora_gguf(dora, gguf_of(ref))
 
 
-def test_one_llamacpp_slot_serves_base_and_adapter_and_scores_on_transformers(trained) -> None:
+def test_one_llamacpp_slot_serves_and_scores_base_and_adapter(trained) -> None:
+    """Generation and continuation scoring both on llama.cpp: the transformers weights are never
+    loaded. Scores with the adapter on track transformers + peft: quantization moves this Q4
+    model's log-probs of unlikely tokens by up to ~0.3 nat per token (measured: mean 0.09 per
+    token on these requests, 0.19 against the base model), so the check is a mean under 0.15 nat
+    per continuation token and at least 1.5x closer to transformers + peft than to the base."""
+    from models.gen_transformers import TransformersGenerator
     from models.slot import ModelSlot, SlotGenerator
 
-    _, _, _, folder = trained
+    _, tokenizer, peft_model, folder = trained
     slot = ModelSlot(SMOL, batch_size=4, progress=False, backend="llamacpp")
     base, tuned = SlotGenerator(slot), SlotGenerator(slot, folder)
     assert base.identity["backend"] == tuned.identity["backend"] == "llamacpp"
@@ -138,9 +144,22 @@ def test_one_llamacpp_slot_serves_base_and_adapter_and_scores_on_transformers(tr
     answers_base = [g.text for g in base.generate(CHATS, GREEDY)]
     answers_tuned = [g.text for g in tuned.generate(CHATS, GREEDY)]
     assert answers_tuned != answers_base
-    assert slot.model is None  # generating never loaded the transformers weights
-    request = [("A capital do Brasil é", " Brasília")]
-    assert base.loglikelihood(request) != tuned.loglikelihood(request)  # transformers scores
+    requests = [("Pergunta: Qual é a capital do Brasil?\nA. Rio\nB. Brasília\nC. Recife\n"
+                 "Resposta:", f" {x}") for x in "ABC"]
+    requests += [("A capital do Brasil é", " Brasília"), ("A capital do Brasil é", " Lisboa"),
+                 ("Quem foi Tiradentes?", " Um dentista e revolucionário.")]
+    on = tuned.loglikelihood(requests)
+    assert on == tuned.loglikelihood(requests)  # read one request at a time: reproducible
+    assert slot.model is None  # neither generating nor scoring loaded the transformers weights
+    reference = TransformersGenerator(peft_model, tokenizer, batch_size=4, progress=False)
+    hf_on = reference.loglikelihood(requests)
+    with peft_model.disable_adapter():
+        hf_off = reference.loglikelihood(requests)
+    tokens = sum(len(reference.encode_pair(c, x)[1]) for c, x in requests)
+    to_tuned = sum(abs(a - b) for a, b in zip(on, hf_on, strict=True)) / tokens
+    to_base = sum(abs(a - b) for a, b in zip(on, hf_off, strict=True)) / tokens
+    assert to_tuned < 0.15 and to_base > 1.5 * to_tuned
+    assert base.loglikelihood(requests) != on
     assert [g.text for g in base.generate(CHATS, GREEDY)] == answers_base
 
 

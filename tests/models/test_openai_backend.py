@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -49,30 +47,10 @@ def _canned(path: str, body: dict[str, Any]) -> Reply:
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[FakeServer, str]]:
+def server(serve_json: Any) -> Iterator[tuple[FakeServer, str]]:
     fake = FakeServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length", 0))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            status, reply = fake.answer(self.path, body, dict(self.headers))
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fake, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_json(lambda method, path, body, headers: fake.answer(path, body, headers)) as url:
+        yield fake, url
 
 
 def _client(url: str, **kwargs: Any) -> OpenAIGenerator:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,30 +26,17 @@ class Listing:
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[Listing, str]]:
+def server(serve_json: Any) -> Iterator[tuple[Listing, str]]:
     listing = Listing()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            listing.seen.append((self.path, self.headers.get("Authorization", "")))
-            status, reply = ((listing.status, listing.reply) if self.path == "/v1/models"
-                             else (404, {"error": "not found"}))
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def handle(method: str, path: str, body: dict[str, Any], headers: dict[str, str]
+               ) -> tuple[int, Any]:
+        listing.seen.append((path, headers.get("Authorization", "")))
+        return ((listing.status, listing.reply) if path == "/v1/models"
+                else (404, {"error": "not found"}))
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield listing, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_json(handle) as url:
+        yield listing, url
 
 
 # a vLLM listing: "created" is stamped at each request, "root" is the weights behind the alias
