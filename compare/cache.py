@@ -90,11 +90,18 @@ class GenerationCache:
         self._db.close()
 
 
+# Generations are committed (and samples flushed) every COMMIT_BATCHES generator batches: llama.cpp
+# keeps its slots full within one call (continuous batching) but waits for the slowest answer at
+# the end of each call, so calls of one batch each left slots idle; an interruption loses at most
+# one commit.
+COMMIT_BATCHES = 4
+
+
 class CachedGenerator:
     """Wraps a ``Generator``; answers from the cache and generates only the misses."""
 
     def __init__(self, inner: Generator, cache: GenerationCache, identity: dict[str, Any],
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8 * COMMIT_BATCHES) -> None:
         self.inner = inner
         self.cache = cache
         self.identity = identity

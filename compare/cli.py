@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-url", help="OpenAI-compatible server answering for every system")
     run.add_argument("--load-in-4bit", action="store_true", default=None)
     run.add_argument("--backend", choices=("auto", "transformers", "llamacpp"),
-                     help="what generates (default transformers; auto: llama.cpp for a model "
-                     "that ships as GGUF, on a CPU); it also scores multiple choice")
+                     help="what generates and scores multiple choice (default auto: llama.cpp "
+                     "for a model that ships as GGUF, on a CPU; transformers elsewhere)")
     run.add_argument("--seed", type=int)
     rep = sub.add_parser("report", help="re-render a run's report")
     rep.add_argument("run", type=Path)

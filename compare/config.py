@@ -69,8 +69,9 @@ class ExperimentConfig:
     base_url: str | None = None
     load_in_4bit: bool = False
     dtype: str = "auto"
-    backend: str = "transformers"  # what generates: transformers | llamacpp | auto (llama.cpp
-    # for a GGUF model on a CPU); the same backend scores multiple-choice log-likelihoods
+    backend: str = "auto"  # what generates: auto (llama.cpp for a model that ships as GGUF, on a
+    # CPU; transformers elsewhere) | transformers | llamacpp; the same backend scores multiple
+    # choice
     cache: str | None = None  # generation cache (sqlite); None: <cache>/compare/generations.sqlite
     seed: int = 0
     title: str = "RAG vs fine-tuning: Brazilian history"

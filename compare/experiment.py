@@ -72,7 +72,8 @@ def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
         scorers.append(judge_scorer(judge, cfg.judge, columns, extra, factory.judge_same_as,
                                     cfg.judge_pairwise))
     try:
-        run_dir = run_experiment(cfg, out, factory.build, scorers, progress=progress)
+        run_dir = run_experiment(cfg, out, factory.build, scorers, progress=progress,
+                                 answered=lambda: factory.release_models(keep=cfg.judge))
     finally:
         factory.close()
     if extra:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from compare import provenance
 from compare.aggregate import summarize
+from compare.cache import COMMIT_BATCHES
 from compare.config import ExperimentConfig
 from compare.memory import PeakRSS
 from compare.metrics import MetricInput, score_sample
@@ -164,8 +165,10 @@ def with_tags(questions: Sequence[Question], tags: dict[str, str]) -> list[Quest
 def run_experiment(cfg: ExperimentConfig, out: Path,
                    build_system: Callable[[Column, ExperimentConfig], System],
                    extra_scorers: Sequence[Callable[[list[Sample]], None]] = (),
-                   progress: bool = True) -> Path:
-    """Run every column, write samples/results/report into a run dir; return the dir."""
+                   progress: bool = True, answered: Callable[[], None] | None = None) -> Path:
+    """Run every column, write samples/results/report into a run dir; return the dir.
+    ``answered`` is called once every column is answered, before the scoring passes (the
+    factory releases the generators' weights there)."""
     questions = read_questions(cfg.questions, require_answers=True)[: cfg.limit or None]
     questions = with_tags(questions, overlap_tags(cfg))
     run_dir = run_dir_for(out)
@@ -177,8 +180,11 @@ def run_experiment(cfg: ExperimentConfig, out: Path,
         log.info("column %s: %d questions", col.label, len(questions))
         system = build_system(col, cfg)
         fingerprints[col.label] = system.fingerprint()
-        peaks[col.label] = run_column(system, col, questions, run_dir, cfg.batch_size,
+        peaks[col.label] = run_column(system, col, questions, run_dir,
+                                      cfg.batch_size * COMMIT_BATCHES,
                                       progress)
+    if answered is not None:
+        answered()
     samples = read_samples(run_dir)
     for scorer in extra_scorers:
         scorer(samples)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compare import mc
-from compare.cache import CachedGenerator, GenerationCache
+from compare.cache import COMMIT_BATCHES, CachedGenerator, GenerationCache
 from compare.config import ExperimentConfig, decoding_for
 from compare.protocol import SYSTEMS, SystemAnswer, SystemSpec
 from core.errors import UserError
@@ -237,7 +237,8 @@ class SystemFactory:
         rag_cfg = cfg.rag_config(column.model, str(adapter) if adapter else None,
                                  decoding.max_new_tokens, self.progress)
         cache_identity = identity if retrieval is None else {**identity, "retrieval": retrieval}
-        cached = CachedGenerator(inner, self.cache, cache_identity, cfg.batch_size)
+        cached = CachedGenerator(inner, self.cache, cache_identity,
+                                 cfg.batch_size * COMMIT_BATCHES)
         pipeline = RagPipeline(None, cached, rag_cfg, fmt=self._format(adapter),
                                retriever=self.retrieval if spec.retrieval else None)
         fmt = pipeline.format
@@ -406,7 +407,7 @@ class SystemFactory:
         self.judge_same_as: list[str] = same_as_model_under_test(
             identity, {label: (m, known[m]) for label, m in models.items()})
         return CachedGenerator(gen, self.cache, {"role": "judge", **identity},
-                               self.cfg.batch_size)
+                               self.cfg.batch_size * COMMIT_BATCHES)
 
     def embedder_name(self) -> str:
         """The embedder for semantic similarity: the store's, or the default one."""
@@ -415,6 +416,17 @@ class SystemFactory:
         from models.sources import DEFAULT_EMBEDDER
 
         return DEFAULT_EMBEDDER
+
+    def release_models(self, keep: str | None = None) -> None:
+        """Drop the weights of every model but ``keep`` (the judge, still to run) once the
+        columns are answered, so the scoring passes do not add to their memory (a model used
+        again reloads)."""
+        from models.sources import canonical_model_name
+
+        kept = canonical_model_name(keep) if keep and "@" not in keep else None
+        for name, slot in self._slots.items():
+            if name != kept:
+                slot.close()
 
     def close(self) -> None:
         """Release the models, the store and the cache."""

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("greedy", "sample")  # what this backend decodes; the others are refused
 DEFAULT_PARALLEL = 8
 DEFAULT_CONTEXT = 4096
-SCORE_TOP = 64  # next-token probabilities asked for first when scoring continuations
+# next-token probabilities asked for first when scoring continuations (a chat template's "\n"
+# after "assistant", which lm-eval moves into the continuation, ranks ~1000-3000 for Qwen)
+SCORE_TOP = 4096
 ALL_TOKENS = 1 << 22  # more than any vocabulary: llama.cpp then reports every token
 
 
@@ -351,5 +353,6 @@ def _call(server: Any, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return reply
 
 
-__all__ = ["STRATEGIES", "LlamaCppGenerator", "binding_available", "check_strategy",
-           "gguf_context_length", "gguf_file_type", "gguf_identity", "llamacpp_device"]
+__all__ = ["ALL_TOKENS", "SCORE_TOP", "STRATEGIES", "LlamaCppGenerator", "binding_available",
+           "check_strategy", "gguf_context_length", "gguf_file_type", "gguf_identity",
+           "llamacpp_device"]

@@ -125,7 +125,7 @@ class ModelSlot:
 
         if self.generates_with == "llamacpp":
             from models.backends import gguf_of
-            from models.gen_llamacpp import gguf_identity, llamacpp_device
+            from models.gen_llamacpp import SCORE_TOP, gguf_identity, llamacpp_device
 
             gguf = gguf_of(self.ref)
             assert gguf is not None  # generates_with checked it
@@ -137,7 +137,7 @@ class ModelSlot:
             return {"backend": "llamacpp", "model": self.name,
                     "fingerprint": model_fingerprint_of(self.ref),
                     "gguf": gguf_identity(gguf, known), "device": llamacpp_device(),
-                    "scoring": {"backend": "llamacpp"},
+                    "scoring": {"backend": "llamacpp", "first_read": SCORE_TOP},
                     "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,
                 "fingerprint": model_fingerprint_of(self.ref),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from compare.cache import GenerationCache
+from compare.cache import COMMIT_BATCHES, GenerationCache
 from compare.config import ExperimentConfig
 from compare.runner import Column, columns_for, run_experiment
 from compare.systems import SYSTEMS, SystemFactory
@@ -258,19 +258,20 @@ def write_questions(path: Path, n: int) -> None:
 
 
 def test_interrupted_run_resumes_without_regenerating(tmp_path: Path) -> None:
-    write_questions(tmp_path / "q.jsonl", 12)
-    rig = Rig(tmp_path, systems=("base", "rag"), batch_size=4)
+    write_questions(tmp_path / "q.jsonl", 20)
+    rig = Rig(tmp_path, systems=("base", "rag"), batch_size=2)
     out = tmp_path / "runs" / "r"
-    rig.factory = rig.new_factory(fail_after=4)  # dies on its second batch
+    commit = 2 * COMMIT_BATCHES  # answers flushed together
+    rig.factory = rig.new_factory(fail_after=commit)  # dies on its second commit
     with pytest.raises(KeyboardInterrupt):
         run_experiment(rig.cfg, out, rig.factory.build, progress=False)
     kept = (out / "samples.jsonl").read_text().splitlines()
-    assert len(kept) == 4 and not (out / "results.json").exists()
+    assert len(kept) == commit and not (out / "results.json").exists()
     rig.factory = rig.new_factory()
     run = run_experiment(rig.cfg, out, rig.factory.build, progress=False)
     assert run == out
     made = sum(len(g.prompts) for g in rig.generators.values())
-    assert made == 24 - 4  # the four answered before the interruption are not redone
+    assert made == 40 - commit  # those answered before the interruption are not redone
     results = json.loads((run / "results.json").read_text())
     assert results["metrics"]["exact_match"]["rag"]["mean"] == 1.0
     assert results["metrics"]["exact_match"]["base"]["mean"] == 0.0
@@ -324,3 +325,29 @@ def test_cloze_mode_scores_option_texts_length_normalized(tmp_path: Path) -> Non
     assert scored[0][0].endswith("Pergunta: Qual?\nResposta:") and "A. Rio" not in scored[0][0]
     # the canned model gives -3.0 to each: normalized by bytes, the longest option wins
     assert ans.choice == 2 and ans.choice_scores == [-3.0, -3.0, -3.0]
+
+
+def test_models_are_released_once_answered_before_the_scoring_passes(tmp_path: Path) -> None:
+    write_questions(tmp_path / "q.jsonl", 4)
+    rig = Rig(tmp_path, systems=("base", "rag"))
+    events: list[str] = []
+    run_experiment(rig.cfg, tmp_path / "r", rig.factory.build,
+                   [lambda samples: events.append(f"scored {len(samples)}")], progress=False,
+                   answered=lambda: events.append("answered"))
+    assert events == ["answered", "scored 8"]
+
+    class Slot:
+        def __init__(self) -> None:
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    factory = SystemFactory(ExperimentConfig(cache=str(tmp_path / "c.db")), progress=False)
+    slots = {"qwen2.5-coder-0.5b-instruct": Slot(), "qwen2.5-coder-1.5b-instruct": Slot()}
+    factory._slots.update(slots)  # type: ignore[arg-type]
+    factory.release_models(keep="qwen2.5-coder-1.5b-instruct")  # the judge still to run
+    assert [s.closed for s in slots.values()] == [True, False]
+    factory.release_models(keep="judge@http://127.0.0.1:9/v1")  # a served judge: release all
+    assert all(s.closed for s in slots.values())
+    factory.close()
