@@ -207,8 +207,8 @@ class LlamaCppGenerator:
             extra = ({"logprobs": True, "top_logprobs": top} if kind == "chat"
                      else {"n_probs": top})
             requests.append((kind, {**body, **extra}))
-        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            replies = list(pool.map(lambda r: _call(server, r), requests))
+        # one at a time, as scoring does: a prompt batched beside another gets other figures
+        replies = [_call(server, r) for r in requests]
         return [{int(t["id"]): float(t["logprob"])
                  for t in r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
                 for r in replies]

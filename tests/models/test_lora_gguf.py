@@ -60,9 +60,10 @@ def _hf_logprobs(model, tokenizer, chat) -> torch.Tensor:
 def test_llamacpp_with_the_adapter_tracks_transformers_and_peft(trained) -> None:
     """Tolerance: llama.cpp multiplies the same Q4_1 weights (that transformers dequantized to
     fp32) with 8-bit-quantized activations, so log-probabilities differ by a few hundredths of
-    a nat; the adapter moves them by a quarter nat. On each prompt's five likeliest first
-    tokens: the same top token on every prompt, mean |Δ log p| < 0.1 against transformers +
-    peft, and at least 3× closer to it than to the base model."""
+    a nat (up to ~0.2 on one token); the adapter moves them by a quarter nat. On each prompt's
+    five likeliest first tokens: the same top token wherever transformers' two likeliest are
+    more than 0.4 nat apart (else one of those two: a near tie may flip), mean |Δ log p| < 0.1
+    against transformers + peft, and at least 3× closer to it than to the base model."""
     ref, tokenizer, peft_model, folder = trained
     lora = export_lora_gguf(folder, gguf_of(ref))
     gen = LlamaCppGenerator(gguf_of(ref), tokenizer, parallel=4, progress=False, loras=[lora])
@@ -73,8 +74,10 @@ def test_llamacpp_with_the_adapter_tracks_transformers_and_peft(trained) -> None
         hf_tuned = _hf_logprobs(peft_model, tokenizer, chat)
         with peft_model.disable_adapter():
             hf_base = _hf_logprobs(peft_model, tokenizer, chat)
-        assert max(top, key=top.get) == int(hf_tuned.argmax())
-        assert max(top_base, key=top_base.get) == int(hf_base.argmax())
+        for ours, theirs in ((top, hf_tuned), (top_base, hf_base)):
+            best, second = (int(t) for t in theirs.topk(2).indices)
+            near_tie = float(theirs[best] - theirs[second]) <= 0.4
+            assert max(ours, key=ours.get) in ((best, second) if near_tie else (best,))
         for token, logp in top.items():
             to_tuned += abs(logp - float(hf_tuned[token]))
             to_base += abs(logp - float(hf_base[token]))
