@@ -292,7 +292,9 @@ def ensure_adapter(cfg: CurveConfig, out: Path, model: str, say: Callable[[str],
                             "set `train: false` to evaluate it as it is")
         say(f"adapter {adapter} was trained with other settings ({', '.join(changed)}): "
             "training again")
-    resume = (adapter / "checkpoints").is_dir() and not (adapter / MANIFEST).is_file()
+    from finetune.train import resumable
+
+    resume = resumable(adapter)
     out.mkdir(parents=True, exist_ok=True)
     config_yaml = out / "train-config.yaml"
     write_config(config, config_yaml)

@@ -177,7 +177,9 @@ def ensure_adapter(progress: bool) -> str:
         if ((manifest.get("pairs") or {}).get("sha256") == sha256_file(pairs)
                 and current_names(manifest.get("config")) == config_dict(config)):
             return f"adapter {out} is up to date (skipped)"
-    resume = (out / "checkpoints").is_dir() and not (out / "manifest.json").is_file()
+    from finetune.train import resumable
+
+    resume = resumable(out)
     child("finetune.cli", ["train", "--config", TRAIN_PRESET, "--pairs", str(pairs), "--out",
                            str(out), "--resume" if resume else "--overwrite"], progress)
     t = read_manifest(out).get("training") or {}

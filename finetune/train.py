@@ -291,6 +291,18 @@ def frozen_linear_weights_to(model: Any, dtype: Any, source: Any = None) -> int:
     return changed
 
 
+def resumable(out_dir: Path) -> bool:
+    """Whether an unfinished training in ``out_dir`` left a checkpoint to resume from (a run
+    stopped before its first save leaves an empty ``checkpoints`` folder: it starts over)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from models.adapters import MANIFEST
+
+    folder = out_dir / CHECKPOINTS
+    return (folder.is_dir() and not (out_dir / MANIFEST).is_file()
+            and bool(get_last_checkpoint(str(folder))))
+
+
 def last_checkpoint(out_dir: Path) -> str:
     """The newest ``checkpoint-N`` folder; UserError when there is none."""
     from transformers.trainer_utils import get_last_checkpoint

@@ -13,7 +13,8 @@ best-of-n are refused (``STRATEGIES``). Continuations are scored exactly for thi
 (``loglikelihood``): llama.cpp has no prompt log-probabilities, but the probabilities of the
 next token after a prompt cover the whole vocabulary, so each continuation token is read after
 its own prefix, the context plus the continuation's earlier tokens (one request per distinct
-prefix: the four letters of a multiple-choice question share one).
+prefix: the four letters of a multiple-choice question share one; a continuation's first two
+tokens are read in one request, the first forced).
 
     gen = LlamaCppGenerator(gguf_path, tokenizer, name="qwen2.5-coder-0.5b-instruct")
     gen.generate([[{"role": "user", "content": "Quem foi Tiradentes?"}]], Decoding())
@@ -47,6 +48,8 @@ DEFAULT_CONTEXT = 4096
 # after "assistant", which lm-eval moves into the continuation, ranks ~1000-3000 for Qwen)
 SCORE_TOP = 4096
 ALL_TOKENS = 1 << 22  # more than any vocabulary: llama.cpp then reports every token
+FORCE = 1000.0  # the logit bias that makes greedy decoding pick a continuation's first token
+Read = tuple[tuple[int, ...], int | None]  # a scoring read: token prefix, token forced after it
 
 
 def gguf_context_length(path: Path) -> int | None:
@@ -216,53 +219,75 @@ class LlamaCppGenerator:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Summed log-prob of each continuation given its context, tokenized as lm-eval does
         (``models.scoring.encode_pair``, the same tokens transformers scores). Each continuation
-        token is read from the next-token distribution after its prefix (requests sharing a
-        prefix share one llama.cpp request); a prefix longer than the window keeps its last
-        tokens. Prompts are never served from llama.cpp's prompt cache here: a cached prefix
-        changes the last digits of the numbers."""
+        token is read from the next-token distribution after its prefix; a continuation's second
+        token is read in the same llama.cpp request as its first, which that request forces with
+        a logit bias (the reported probabilities are the model's, before any sampler), so a
+        chat-template multiple-choice question ("\\n" + letter, see ``SCORE_TOP``) costs one
+        prompt read, not two. Requests sharing a read share one llama.cpp request; a prefix
+        longer than the window keeps its last tokens. Prompts are never served from llama.cpp's
+        prompt cache here: a cached prefix changes the last digits of the numbers."""
         from models.scoring import encode_pair
 
-        wanted: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        wanted: dict[Read, list[tuple[int, int]]] = {}
         for i, (context, continuation) in enumerate(requests):
             ctx, cont = encode_pair(self.tokenizer, context, continuation)
             row = ctx + cont
             for j, token in enumerate(cont):
-                prefix = tuple(row[:len(ctx) + j][-(self._window - 1):])
-                wanted.setdefault(prefix, []).append((i, token))
+                if j == 1:  # one step after the context, its first token forced
+                    key: Read = (tuple(ctx[-(self._window - 2):]), cont[0])
+                else:
+                    key = (tuple(row[:len(ctx) + j][-(self._window - 1):]), None)
+                wanted.setdefault(key, []).append((i, token))
+        readings = self._token_logprobs({k: {t for _, t in v} for k, v in wanted.items()})
         scores = [0.0] * len(requests)  # no continuation token: log 1
-        prefixes = list(wanted)
-        found = self._token_logprobs(prefixes, [{t for _, t in wanted[p]} for p in prefixes])
-        for prefix, logps in zip(prefixes, found, strict=True):
-            for i, token in wanted[prefix]:
-                scores[i] += logps[token]
+        for key, pairs in wanted.items():
+            for i, token in pairs:
+                scores[i] += readings[key][token]
         return scores
 
     def grouped_loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
-        """``loglikelihood`` (already one request per shared prefix)."""
+        """``loglikelihood`` (already one request per shared read)."""
         return self.loglikelihood(requests)
 
-    def _token_logprobs(self, prefixes: Sequence[Sequence[int]], needed: Sequence[set[int]]
-                        ) -> list[dict[int, float]]:
-        """For each token-id prefix, the log-probs of the ``needed`` next tokens: the top
-        ``SCORE_TOP`` first, the whole vocabulary for a prefix whose token is not among them.
-        llama.cpp's figures move by ~1e-4 nat with the number of probabilities asked for, so a
-        token keeps the value of the read that first reported it: a token's score depends only
-        on its prefix, never on which other requests were scored with it."""
+    def _token_logprobs(self, needed: dict[Read, set[int]]) -> dict[Read, dict[int, float]]:
+        """For each read (a token-id prefix, and a token forced after it or None), the log-probs
+        of the ``needed`` next tokens: the top ``SCORE_TOP`` first, the whole vocabulary for a
+        request whose tokens are not among them. A forced read also reads its bare prefix, so a
+        bare prefix with a forced sibling costs no request of its own. llama.cpp's figures move
+        by ~1e-4 nat with the number of probabilities asked for, so a token keeps the value of
+        the read that first reported it: a token's score depends only on its read, never on
+        which other requests were scored with it."""
         server = self.server()
-        replies: list[dict[int, float]] = [{} for _ in prefixes]
-        todo = list(range(len(prefixes)))
+        forced = [k for k in needed if k[1] is not None]
+        served = {(prefix, None) for prefix, _ in forced}
+        todo = forced + [k for k in needed if k[1] is None and k not in served]
+        readings: dict[Read, dict[int, float]] = {}
         for n_probs in (SCORE_TOP, ALL_TOKENS):
-            # one request at a time: a prompt processed beside another one in llama.cpp's batch
-            # gets slightly different numbers (1e-4 nat), and prefill gains nothing from company
-            for i in todo:
-                reply = _call(server, self._score_request(prefixes[i], n_probs))
-                read = {int(t["id"]): float(t["logprob"]) for t in
-                        reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
-                replies[i] = {**read, **replies[i]}  # a token's first reading stands
-            todo = [i for i in todo if not needed[i] <= replies[i].keys()]
+            # one at a time: a prompt processed beside another one in llama.cpp's batch gets
+            # slightly different numbers (1e-4 nat), and prefill gains nothing from company
+            for prefix, token in todo:
+                content = _call(server, self._score_request(prefix, n_probs, token)
+                                )["choices"][0]["logprobs"]["content"]
+                reads: list[tuple[Read, dict[str, Any]]] = [((prefix, None), content[0])]
+                if token is not None:
+                    if len(content) > 1 and int(content[0]["id"]) == token:
+                        reads.append(((prefix, token), content[1]))
+                    else:  # it stopped on the forced token (end of generation): read it plain
+                        plain = _call(server, self._score_request((*prefix, token), n_probs))
+                        reads.append(((prefix, token),
+                                      plain["choices"][0]["logprobs"]["content"][0]))
+                for key, entry in reads:
+                    read = {int(t["id"]): float(t["logprob"]) for t in entry["top_logprobs"]}
+                    readings[key] = {**read, **readings.get(key, {})}  # the first reading stands
+            todo = [(p, t) for p, t in todo
+                    if not (needed.get((p, None), set()) <= readings[(p, None)].keys()
+                            and (t is None or needed[(p, t)] <= readings[(p, t)].keys()))]
             if not todo:
-                return replies
-        missing = sorted(needed[todo[0]] - replies[todo[0]].keys())
+                return readings
+        prefix, token = todo[0]
+        missing = sorted((needed.get((prefix, None), set()) - readings[(prefix, None)].keys())
+                         | (needed.get((prefix, token), set())
+                            - readings.get((prefix, token), {}).keys()))
         raise UserError(f"llama.cpp reported no probability for token(s) {missing} of "
                         f"{self.name}: is the tokenizer the GGUF's own?")
 
@@ -273,10 +298,15 @@ class LlamaCppGenerator:
         return {"lora": [{"id": i, "scale": 1.0 if i == self.active else 0.0}
                          for i in range(len(self.loras))]}
 
-    def _score_request(self, prefix: Sequence[int], n_probs: int) -> tuple[str, dict[str, Any]]:
+    def _score_request(self, prefix: Sequence[int], n_probs: int, forced: int | None = None
+                       ) -> tuple[str, dict[str, Any]]:
+        """The request reading the next-token log-probs after ``prefix`` and, with ``forced``,
+        after ``prefix`` + ``forced`` too (the first token forced by a logit bias)."""
         body: dict[str, Any] = {"prompt": list(prefix), "max_tokens": 1, "temperature": 0.0,
                                 "top_k": 1, "seed": 0, "n_probs": n_probs,
                                 "cache_prompt": False}
+        if forced is not None:
+            body.update(max_tokens=2, logit_bias=[[forced, FORCE]])
         body.update(self._lora_field())
         return "completions", body
 
@@ -311,11 +341,13 @@ class LlamaCppGenerator:
         return self._shared["server"]
 
     def _request(self, prompt: Prompt, d: Decoding) -> tuple[str, dict[str, Any]]:
-        # llama.cpp reuses a slot's cached prompt prefix, but that cache does not know which LoRA
-        # computed it: with adapters loaded, every prompt is processed afresh
+        # llama.cpp reuses a slot's cached prompt prefix (the shared system prompt and
+        # instructions); a request whose LoRA scales differ from those the slot last ran with
+        # clears that slot's cache first (its server's ``lora_should_clear_cache``), so no
+        # answer is computed on a prefix another adapter read
         seed = d.seed if d.strategy == "greedy" else prompt_seed(d.seed, prompt)
         body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": seed,
-                                "stop": list(d.stop), "cache_prompt": not self.loras}
+                                "stop": list(d.stop), "cache_prompt": True}
         body.update(self._lora_field())
         if d.strategy == "greedy":
             body.update(temperature=0.0, top_k=1)

@@ -299,6 +299,11 @@ def test_training_is_reused_resumed_or_redone(tmp_path: Path) -> None:
         ensure_adapter(CurveConfig(pairs=str(pairs), adapter=str(elsewhere)), out, model,
                        lambda _: None, fake_train)
     interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoints").mkdir(parents=True)  # stopped before its first save
+    ensure_adapter(CurveConfig(pairs=str(pairs), adapter=str(interrupted)), out, model,
+                   lambda _: None, fake_train)
+    assert trained[-1] == (interrupted, False)  # nothing to resume from: starts over
+    (interrupted / "manifest.json").unlink()
     (interrupted / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     ensure_adapter(CurveConfig(pairs=str(pairs), adapter=str(interrupted)), out, model,
                    lambda _: None, fake_train)

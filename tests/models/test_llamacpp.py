@@ -131,6 +131,36 @@ def test_scores_are_exact_sums_and_do_not_depend_on_the_batch(gen: LlamaCppGener
     assert not any(c["cache_prompt"] for c in calls)
 
 
+def test_a_chat_multiple_choice_question_costs_one_prompt_read(gen: LlamaCppGenerator,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """lm-eval's encoding moves the chat template's closing "\\n" into each letter's
+    continuation, so every letter needs the read after the prompt and the read after the prompt
+    and "\\n": one request gives both (the "\\n" forced by a logit bias, the probabilities
+    reported before any sampler), with the same figures as two plain reads."""
+    import models.gen_llamacpp as module
+    from models.scoring import encode_pair
+
+    prompt = gen.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Capital do Brasil? A. Rio B. Brasília C. Recife"}],
+        add_generation_prompt=True, tokenize=False)
+    requests = [(prompt, x) for x in "ABC"]
+    pairs = [encode_pair(gen.tokenizer, c, x) for c, x in requests]
+    assert all(len(cont) == 2 and cont[0] == pairs[0][1][0] for _, cont in pairs)
+    calls: list[dict] = []
+    real = module._call
+    monkeypatch.setattr(module, "_call", lambda s, r: calls.append(r[1]) or real(s, r))
+    scores = gen.loglikelihood(requests)
+    assert len(calls) == 1 and calls[0]["logit_bias"] == [[pairs[0][1][0], module.FORCE]]
+    ctx, (newline, _) = pairs[0]
+    plain = gen._token_logprobs({(tuple(ctx), None): {newline},
+                                 ((*ctx, newline), None): {c[1] for _, c in pairs}})
+    want = [plain[(tuple(ctx), None)][newline] + plain[((*ctx, newline), None)][cont[1]]
+            for _, cont in pairs]
+    assert len(calls) == 3  # the plain way: two reads
+    assert scores == pytest.approx(want, abs=1e-4)
+
+
 def test_auto_picks_llamacpp_only_where_it_can_serve(smol: tuple[ModelRef, object],
                                                      tmp_path: Path) -> None:
     ref, _ = smol

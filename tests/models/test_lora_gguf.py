@@ -162,8 +162,16 @@ def test_one_llamacpp_slot_serves_and_scores_base_and_adapter(trained) -> None:
     to_tuned = sum(abs(a - b) for a, b in zip(on, hf_on, strict=True)) / tokens
     to_base = sum(abs(a - b) for a, b in zip(on, hf_off, strict=True)) / tokens
     assert to_tuned < 0.15 and to_base > 1.5 * to_tuned
-    assert base.loglikelihood(requests) != on
-    assert [g.text for g in base.generate(CHATS, GREEDY)] == answers_base
+    off = base.loglikelihood(requests)
+    assert off != on
+    # the base again after the adapter: its answers, but the prompt cache now splits some prompts
+    # differently (a cached prefix and the rest), which moves log-probs by ~1e-4 and flips near
+    # ties of this tiny model over 16 tokens (the single-slot test below checks the cache
+    # exactly); scoring never uses the cache, so its figures come back exactly
+    again = [g.text for g in base.generate(CHATS, GREEDY)]
+    assert (sum(a == b for a, b in zip(again, answers_base, strict=True))
+            > sum(a == b for a, b in zip(again, answers_tuned, strict=True)))
+    assert base.loglikelihood(requests) == off and tuned.loglikelihood(requests) == on
 
 
 def test_an_adapter_asked_for_after_the_base_answered_restarts_llamacpp_with_it(trained) -> None:
@@ -174,5 +182,38 @@ def test_an_adapter_asked_for_after_the_base_answered_restarts_llamacpp_with_it(
     base = SlotGenerator(slot)
     before = [g.text for g in base.generate(CHATS, GREEDY)]
     tuned = SlotGenerator(slot, folder)  # compare builds the finetuned column after base ran
-    assert [g.text for g in tuned.generate(CHATS, GREEDY)] != before
-    assert [g.text for g in base.generate(CHATS, GREEDY)] == before
+    answers_tuned = [g.text for g in tuned.generate(CHATS, GREEDY)]
+    assert sum(a == b for a, b in zip(answers_tuned, before, strict=True)) < len(CHATS) / 2
+    again = [g.text for g in base.generate(CHATS, GREEDY)]  # a near tie may flip (see above)
+    assert (sum(a == b for a, b in zip(again, before, strict=True))
+            > sum(a == b for a, b in zip(again, answers_tuned, strict=True)))
+
+
+def test_the_prompt_cache_serves_one_adapter_and_is_cleared_when_it_changes(
+        trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts share a prefix (the chat template's system prompt): llama.cpp reuses a slot's
+    cached prefix for the next prompt of the same adapter, and a slot whose LoRA scales change
+    is cleared first, so an answer never runs on a prefix another adapter read."""
+    import models.gen_llamacpp as module
+    from models.slot import ModelSlot, SlotGenerator
+
+    _, _, _, folder = trained
+    replies: list[dict] = []
+    real = module._call
+    monkeypatch.setattr(module, "_call", lambda s, r: replies.append(real(s, r)) or replies[-1])
+    slot = ModelSlot(SMOL, batch_size=1, progress=False, backend="llamacpp")  # one llama.cpp slot
+    base, tuned = SlotGenerator(slot), SlotGenerator(slot, folder)
+
+    def answer(gen: SlotGenerator, chat: list[dict]) -> tuple[str, int]:
+        text = gen.generate([chat], GREEDY)[0].text
+        return text, replies[-1]["timings"]["cache_n"]
+
+    first, cached = answer(tuned, CHATS[0])
+    second, cached = answer(tuned, CHATS[1])
+    assert cached > 10  # the shared system prompt was not read again
+    after_base, cached = answer(base, CHATS[1])
+    assert cached == 0 and after_base != second
+    again, cached = answer(tuned, CHATS[1])
+    assert cached == 0 and again == second
+    fresh = ModelSlot(SMOL, batch_size=1, progress=False, backend="llamacpp")
+    assert SlotGenerator(fresh).generate([CHATS[1]], GREEDY)[0].text == after_base
