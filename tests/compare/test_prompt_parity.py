@@ -24,6 +24,7 @@ from rag.cli import main as rag_main
 
 QUESTIONS = ["Quem foi Tiradentes?", "Quando foi a Independência do Brasil?"]
 WINDOW = 1024  # instructions (~300 tokens with the tiny tokenizer) + some of two passages
+K = 2  # passages: more than the window holds, so the budget drops one
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +64,11 @@ def adapter_dir(request: pytest.FixtureRequest, tiny_adapter_dir: Path, wide_lla
 
 
 def compare_prompts(store: Path, model: Path, adapter: Path, tmp_path: Path) -> list:
-    """The prompts compare's rag+finetuned system sends for ``QUESTIONS`` (default settings)."""
+    """The prompts compare's rag+finetuned system sends for ``QUESTIONS`` (default settings but
+    ``K`` passages, so that the budget has passages to drop)."""
     cfg = ExperimentConfig(questions=(str(tmp_path / "unused.jsonl"),), systems=("rag+finetuned",),
                            models=(str(model),), adapters={str(model): str(adapter)},
-                           store=str(store), cache=str(tmp_path / "generations.sqlite"))
+                           store=str(store), cache=str(tmp_path / "generations.sqlite"), k=K)
     factory = SystemFactory(cfg, progress=False)
     try:
         system = factory.build(columns_for(cfg)[0], cfg)
@@ -80,10 +82,10 @@ def compare_prompts(store: Path, model: Path, adapter: Path, tmp_path: Path) -> 
 
 def rag_ask_prompts(store: Path, model: Path, adapter: Path, capsys: pytest.CaptureFixture
                     ) -> list[dict]:
-    """``rag ask --json`` with compare's defaults spelled out (template, k, max_new_tokens)."""
+    """``rag ask --json`` with compare's defaults spelled out (template, max_new_tokens; ``K``)."""
     defaults = ExperimentConfig(questions=("unused",))
     argv = ["ask", *QUESTIONS, "--store", str(store), "--model", str(model), "--adapter",
-            str(adapter), "--template", defaults.template, "-k", str(defaults.k),
+            str(adapter), "--template", defaults.template, "-k", str(K),
             "--max-new-tokens", str(defaults.max_new_tokens), "--json", "-q"]
     capsys.readouterr()
     assert rag_main(argv) == 0
