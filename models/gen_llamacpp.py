@@ -44,9 +44,11 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("greedy", "sample")  # what this backend decodes; the others are refused
 DEFAULT_PARALLEL = 8
 DEFAULT_CONTEXT = 4096
-# next-token probabilities asked for first when scoring continuations (a chat template's "\n"
-# after "assistant", which lm-eval moves into the continuation, ranks ~1000-3000 for Qwen)
-SCORE_TOP = 4096
+# next-token probabilities asked for first when scoring continuations: a chat template's "\n"
+# after "assistant", which lm-eval moves into the continuation, ranks ~1000-10000 for Qwen (the
+# demo's adapter: beyond 4096 on 11 of 14 multiple-choice prompts, each then read again with the
+# whole vocabulary, ~3 s of JSON per read); 16384 entries cost ~0.3 s per read
+SCORE_TOP = 16384
 ALL_TOKENS = 1 << 22  # more than any vocabulary: llama.cpp then reports every token
 FORCE = 1000.0  # the logit bias that makes greedy decoding pick a continuation's first token
 Read = tuple[tuple[int, ...], int | None]  # a scoring read: token prefix, token forced after it
