@@ -22,7 +22,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.registry import Registry
-from finetune.records import Pair, bad_lines_error, iter_jsonl, pair_from_dict, split_of
+from finetune.records import Pair, convert_records, iter_jsonl, pair_from_dict, split_of
 
 Importer = Callable[[Any], Pair]
 IMPORTERS: Registry[Importer] = Registry("import format")
@@ -118,17 +118,7 @@ def import_pairs(path: Path, fmt: str, val_fraction: float | None = None, seed: 
     if not Path(path).is_file():
         raise UserError(f"{path} does not exist")
     unit = "item" if _is_array(path) else "line"
-    pairs: list[Pair] = []
-    bad: dict[int, str] = {}
-    for number, obj in records(path):
-        try:
-            if isinstance(obj, ValueError):
-                raise obj
-            pairs.append(importer(obj))
-        except ValueError as exc:
-            bad[number] = str(exc)
-    if bad:
-        raise bad_lines_error(Path(path), bad, unit)
+    pairs = convert_records(path, records(path), importer, unit)
     if not pairs:
         raise UserError(f"{path} holds no records; nothing to import")
     return [_with_split(p, fmt, val_fraction, seed) for p in pairs], unit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,20 +107,28 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | ValueError]]:
     yield from read_jsonl_lines(path)
 
 
-def read_pairs(path: Path) -> list[Pair]:
-    """All pairs of a pairs JSONL; any bad line makes one ``UserError`` listing all of them."""
+def convert_records(path: Path, numbered: Iterable[tuple[int, Any]],
+                    convert: Callable[[Any], Pair], unit: str = "line") -> list[Pair]:
+    """``convert`` applied to every (number, record) of ``numbered`` (a record may be the
+    ``ValueError`` its reader met); every record that fails makes one ``UserError`` naming all
+    of them (``bad_lines_error``)."""
     pairs: list[Pair] = []
     bad: dict[int, str] = {}
-    for number, obj in iter_jsonl(path):
+    for number, obj in numbered:
         try:
             if isinstance(obj, ValueError):
                 raise obj
-            pairs.append(pair_from_dict(obj))
+            pairs.append(convert(obj))
         except ValueError as exc:
             bad[number] = str(exc)
     if bad:
-        raise bad_lines_error(Path(path), bad)
+        raise bad_lines_error(Path(path), bad, unit)
     return pairs
+
+
+def read_pairs(path: Path) -> list[Pair]:
+    """All pairs of a pairs JSONL; any bad line makes one ``UserError`` listing all of them."""
+    return convert_records(path, iter_jsonl(path), pair_from_dict)
 
 
 def write_pairs(pairs: Iterable[Pair], path: Path) -> int:
