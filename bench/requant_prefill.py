@@ -23,6 +23,7 @@ It changes nothing in the project: the re-encoded files live in a temporary fold
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -82,8 +83,7 @@ def main() -> None:
     from core.paths import default_store_dir
     from ingest.store import Store
     from models.backends import gguf_of
-    from models.gen_llamacpp import LlamaCppGenerator, _call
-    from models.generation import Decoding
+    from models.gen_llamacpp import LlamaCppGenerator
     from models.loading import load_tokenizer, resolve
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -121,9 +121,10 @@ def main() -> None:
     first: dict[str, list[dict[int, float]]] = {k: [] for k in gens}
     for prompt in prompts:
         for name, gen in gens.items():  # alternate: the files share the machine's load
-            kind, body = gen._request(prompt, Decoding(max_new_tokens=64))
-            body.update(cache_prompt=False)
-            reply = _call(gen.server(), (kind, body))
+            reply = gen.server().handle_chat_completions(
+                {"messages": prompt, "max_tokens": 64, "temperature": 0.0, "top_k": 1,
+                 "cache_prompt": False})  # llama.cpp's own timings are in the reply
+            reply = json.loads(reply) if isinstance(reply, str) else reply
             pre[name].append(reply["timings"]["prompt_per_second"])
             dec[name].append(reply["timings"]["predicted_per_second"])
             first[name].append(gen.next_token_logprobs([prompt], top=5)[0])

@@ -213,10 +213,7 @@ class LlamaCppGenerator:
                      else {"n_probs": top})
             requests.append((kind, {**body, **extra}))
         # one at a time, as scoring does: a prompt batched beside another gets other figures
-        replies = [_call(server, r) for r in requests]
-        return [{int(t["id"]): float(t["logprob"])
-                 for t in r["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
-                for r in replies]
+        return [_top_logprobs(_token_entries(_call(server, r))[0]) for r in requests]
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[float]:
         """Summed log-prob of each continuation given its context, tokenized as lm-eval does
@@ -268,19 +265,17 @@ class LlamaCppGenerator:
             # one at a time: a prompt processed beside another one in llama.cpp's batch gets
             # slightly different numbers (1e-4 nat), and prefill gains nothing from company
             for prefix, token in todo:
-                content = _call(server, self._score_request(prefix, n_probs, token)
-                                )["choices"][0]["logprobs"]["content"]
+                content = _token_entries(_call(server, self._score_request(prefix, n_probs,
+                                                                          token)))
                 reads: list[tuple[Read, dict[str, Any]]] = [((prefix, None), content[0])]
                 if token is not None:
                     if len(content) > 1 and int(content[0]["id"]) == token:
                         reads.append(((prefix, token), content[1]))
                     else:  # it stopped on the forced token (end of generation): read it plain
                         plain = _call(server, self._score_request((*prefix, token), n_probs))
-                        reads.append(((prefix, token),
-                                      plain["choices"][0]["logprobs"]["content"][0]))
-                for key, entry in reads:
-                    read = {int(t["id"]): float(t["logprob"]) for t in entry["top_logprobs"]}
-                    readings[key] = {**read, **readings.get(key, {})}  # the first reading stands
+                        reads.append(((prefix, token), _token_entries(plain)[0]))
+                for key, entry in reads:  # the first reading of a token stands
+                    readings[key] = {**_top_logprobs(entry), **readings.get(key, {})}
             todo = [(p, t) for p, t in todo
                     if not (needed.get((p, None), set()) <= readings[(p, None)].keys()
                             and (t is None or needed[(p, t)] <= readings[(p, t)].keys()))]
@@ -374,6 +369,17 @@ def check_strategy(decoding: Decoding) -> None:
     if decoding.strategy not in STRATEGIES:
         raise UserError(f"the llama.cpp backend decodes {' and '.join(STRATEGIES)} only, not "
                         f"{decoding.strategy!r}; use --backend transformers for it")
+
+
+def _token_entries(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-generated-token entries of a reply's log-probabilities."""
+    entries: list[dict[str, Any]] = reply["choices"][0]["logprobs"]["content"]
+    return entries
+
+
+def _top_logprobs(entry: dict[str, Any]) -> dict[int, float]:
+    """``{token id: log-prob}`` of one entry's reported next tokens."""
+    return {int(t["id"]): float(t["logprob"]) for t in entry["top_logprobs"]}
 
 
 def _call(server: Any, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
