@@ -56,28 +56,25 @@ Read = tuple[tuple[int, ...], int | None]  # a scoring read: token prefix, token
 
 def gguf_context_length(path: Path) -> int | None:
     """The training context length a GGUF file declares (``<arch>.context_length``)."""
-    from gguf import GGUFReader
+    from models.gguf_header import read_header
 
-    reader = GGUFReader(str(path))
-    arch_field = reader.fields.get("general.architecture")
-    if arch_field is None:
-        return None
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    field = reader.fields.get(f"{arch}.context_length")
-    return int(field.parts[field.data[0]][0]) if field is not None else None
+    header = read_header(path)
+    value = header.get(f"{header.get('general.architecture')}.context_length")
+    return int(value) if value is not None else None
 
 
 def gguf_file_type(path: Path) -> str | None:
     """The GGUF's ``general.file_type`` by llama.cpp's name (its quantization, e.g.
     "MOSTLY_Q4_K_M"), or None when the header does not say."""
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import LlamaFileType
 
-    field = GGUFReader(str(path)).fields.get("general.file_type")
-    if field is None:
+    from models.gguf_header import read_header
+
+    value = read_header(path).get("general.file_type")
+    if value is None:
         return None
-    value = int(field.parts[field.data[0]][0])
     try:
-        return LlamaFileType(value).name
+        return LlamaFileType(int(value)).name
     except ValueError:
         return f"file_type_{value}"
 

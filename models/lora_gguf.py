@@ -61,18 +61,17 @@ class BaseTensors:
     """What the base GGUF says: architecture, heads, blocks, and each tensor's (out, in) shape."""
 
     def __init__(self, path: Path) -> None:
-        from gguf import GGUFReader
+        from models.gguf_header import read_header
 
         if not path.is_file():
             raise UserError(f"{path} is not a GGUF file")
-        reader = GGUFReader(str(path))
-        self.arch = _string(reader, "general.architecture")
-        self.blocks = _int(reader, f"{self.arch}.block_count")
-        self.heads = _int(reader, f"{self.arch}.attention.head_count")
-        self.kv_heads = _int(reader, f"{self.arch}.attention.head_count_kv", self.heads)
+        header = read_header(path)
+        self.arch = str(_field(header, "general.architecture"))
+        self.blocks = int(_field(header, f"{self.arch}.block_count"))
+        self.heads = int(_field(header, f"{self.arch}.attention.head_count"))
+        self.kv_heads = int(_field(header, f"{self.arch}.attention.head_count_kv", self.heads))
         # ggml lists dimensions innermost first: a weight (out, in) is stored as ne = [in, out]
-        self.shapes = {t.name: tuple(int(n) for n in reversed(t.shape.tolist()))
-                       for t in reader.tensors}
+        self.shapes = {name: tuple(reversed(t.dims)) for name, t in header.tensors.items()}
 
     def name_of(self, hf_weight: str) -> str | None:
         """The GGUF tensor name of a Hugging Face weight name, for this architecture."""
@@ -185,24 +184,13 @@ def _write(path: Path, arch: str, alpha: float, tensors: list[tuple[str, np.ndar
     writer.close()
 
 
-def _field(reader: Any, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
-        raise KeyError(key)
-    return field.parts[field.data[0]]
-
-
-def _string(reader: Any, key: str) -> str:
-    return bytes(_field(reader, key)).decode()
-
-
-def _int(reader: Any, key: str, default: int | None = None) -> int:
-    try:
-        return int(_field(reader, key)[0])
-    except KeyError:
+def _field(header: Any, key: str, default: int | None = None) -> Any:
+    value = header.get(key)
+    if value is None:
         if default is None:
-            raise UserError(f"the base GGUF does not say {key}") from None
+            raise UserError(f"the base GGUF does not say {key}")
         return default
+    return value
 
 
 __all__ = ["BaseTensors", "export_lora_gguf", "permute_rows"]
