@@ -161,6 +161,32 @@ def test_a_chat_multiple_choice_question_costs_one_prompt_read(gen: LlamaCppGene
     assert scores == pytest.approx(want, abs=1e-4)
 
 
+def test_a_forced_first_token_is_read_at_any_rank(gen: LlamaCppGenerator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forced token's probability comes with the request (llama.cpp computes the chosen
+    token's from the whole vocabulary), so only the second position's tokens must be among the
+    top ``SCORE_TOP``: a continuation whose first token ranks low costs one request."""
+    import models.gen_llamacpp as module
+
+    context = "A capital do Brasil é"
+    ctx = tuple(gen.tokenizer(context, add_special_tokens=False)["input_ids"])
+    first = gen.tokenizer(" Recife", add_special_tokens=False)["input_ids"][0]
+    plain = gen._token_logprobs({(ctx, None): {first}})[(ctx, None)]
+    assert max(plain, key=plain.__getitem__) != first  # not the model's top token
+    after = gen._token_logprobs({((*ctx, first), None): set()})[((*ctx, first), None)]
+    second = max(after, key=after.__getitem__)
+    continuation = gen.tokenizer.decode([first, second])
+    assert gen.tokenizer(context + continuation, add_special_tokens=False)["input_ids"] == [
+        *ctx, first, second]
+    calls: list[dict] = []
+    real = module._call
+    monkeypatch.setattr(module, "_call", lambda s, r: calls.append(r[1]) or real(s, r))
+    monkeypatch.setattr(module, "SCORE_TOP", 1)
+    score = gen.loglikelihood([(context, continuation)])[0]
+    assert [c["n_probs"] for c in calls] == [1]  # no whole-vocabulary read
+    assert score == pytest.approx(plain[first] + after[second], abs=1e-3)
+
+
 def test_auto_picks_llamacpp_only_where_it_can_serve(smol: tuple[ModelRef, object],
                                                      tmp_path: Path) -> None:
     ref, _ = smol
