@@ -13,8 +13,12 @@ system uses — so that ``rag+finetuned`` is evaluated the way its adapter was t
 A pair qualifies only when some chunk of its source article contains its answer (accent- and
 case-folded; a long answer by its opening words), so the gold passage really supports the
 answer. Which pairs are chosen and which are gold-absent is decided by sha256 of the seed and
-the instruction, so a pairs file is reproducible. The passages are stored on the pair
-(``Pair.context``); training renders them with the rag template (``finetune.prompting``).
+the instruction, so a pairs file is reproducible; the counts are exact: the pairs are ranked by
+that hash and the first ``round(share × qualifying)`` are chosen, the first
+``round(absent × chosen)`` of those (ranked again, with another salt) lose their gold passage.
+(An independent draw per pair gave 30% gold-absent where 20% was asked, on 103 pairs.) The
+passages are stored on the pair (``Pair.context``); training renders them with the rag template
+(``finetune.prompting``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ def _unit(seed: int, salt: str, text: str) -> float:
     """A deterministic number in [0, 1) from the seed and a text."""
     digest = hashlib.sha256(f"{seed}:{salt}:{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _ranked(pairs: Sequence[Pair], indices: Sequence[int], seed: int, salt: str) -> list[int]:
+    """``indices`` in the order of their pairs' hashes (``_unit``): taking the first n draws
+    exactly n, reproducibly."""
+    return sorted(indices, key=lambda i: (_unit(seed, salt, pairs[i].instruction), i))
 
 
 def passage_record(passage: Any) -> dict[str, Any]:
@@ -104,9 +114,12 @@ def add_context(pairs: Sequence[Pair], store: Any, config: RaftConfig, lang: str
     refusal = refusal_sentence(lang, config.template)
     chunks = source_chunks(store, {p.source for p in pairs if p.source})
     golds = {i: gold_chunk(chunks.get(p.source, ()), p.output) for i, p in enumerate(pairs)}
-    chosen = [i for i, p in enumerate(pairs)
-              if golds[i] is not None and _unit(config.seed, "raft", p.instruction) < config.share]
-    counts["qualified"] = sum(g is not None for g in golds.values())
+    qualified = [i for i in range(len(pairs)) if golds[i] is not None]
+    chosen = sorted(_ranked(pairs, qualified, config.seed, "raft")[
+        :round(config.share * len(qualified))])
+    absent_ones = set(_ranked(pairs, chosen, config.seed, "absent")[
+        :round(config.absent * len(chosen))])
+    counts["qualified"] = len(qualified)
     if retriever is None:
         from rag.retrievers import make_retriever
 
@@ -119,8 +132,7 @@ def add_context(pairs: Sequence[Pair], store: Any, config: RaftConfig, lang: str
         key = _answer_key(pair.output)  # a distractor must not hold the answer either
         others = [p for p in found
                   if p.title != pair.source and key not in fold(squash(p.text))][:config.k]
-        absent = _unit(config.seed, "absent", pair.instruction) < config.absent
-        if absent:
+        if i in absent_ones:
             if len(others) < config.k:
                 counts["skipped_too_few_distractors"] += 1
                 continue

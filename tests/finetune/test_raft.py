@@ -92,8 +92,11 @@ def test_choice_is_deterministic_and_follows_the_share(fake_store) -> None:
     b, _ = add_context(many, fake_store, config, retriever=ChunkRetriever(fake_store))
     assert a == b
     with_context = sum(bool(p.context) for p in a)
-    assert 70 <= with_context <= 130  # ~100 of 200
-    assert 10 <= rec["counts"]["gold_absent"] <= 45  # ~25 of them
+    assert with_context == 100 == rec["counts"]["gold_present"] + rec["counts"]["gold_absent"]
+    assert rec["counts"]["gold_absent"] == 25  # exactly the shares asked for, not about them
+    again, rec = add_context(many, fake_store, RaftConfig(share=0.5, absent=0.25, k=2, seed=1),
+                             retriever=ChunkRetriever(fake_store))
+    assert rec["counts"]["gold_absent"] == 25 and again != a  # another seed, other pairs
     assert add_context(many, fake_store, RaftConfig(share=0.0))[0] == many
 
 
