@@ -176,9 +176,13 @@ def run_experiment(cfg: ExperimentConfig, out: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir / "config.yaml")
     peaks, fingerprints, started = {}, {}, time.time()
-    for col in columns_for(cfg):
+    # every system is built before any answers: a missing adapter or store fails before the
+    # first column's minutes are spent, and a model slot knows its adapter before llama.cpp
+    # starts (it loads its LoRAs at start: an adapter first met in the third column restarted
+    # it there, a second model load)
+    systems = [(col, build_system(col, cfg)) for col in columns_for(cfg)]
+    for col, system in systems:
         log.info("column %s: %d questions", col.label, len(questions))
-        system = build_system(col, cfg)
         fingerprints[col.label] = system.fingerprint()
         peaks[col.label] = run_column(system, col, questions, run_dir,
                                       cfg.batch_size * COMMIT_BATCHES,

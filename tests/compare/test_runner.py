@@ -96,6 +96,26 @@ def test_runs_are_never_overwritten_and_unfinished_runs_resume(tmp_path: Path,
     assert len((run / "samples.jsonl").read_text().splitlines()) == len(QUESTIONS)
 
 
+def test_every_system_is_built_before_the_first_answer(tmp_path: Path, qfile: Path) -> None:
+    """A column that cannot be built (here: its adapter is missing) fails the run before the
+    first column spends its minutes, and nothing is answered."""
+    from core.errors import UserError
+
+    cfg = ExperimentConfig(questions=(str(qfile),), systems=("base", "rag", "finetuned"))
+    systems: dict[str, CannedSystem] = {}
+    build = make_builder(systems)
+
+    def missing_adapter(col: Column, cfg: ExperimentConfig) -> CannedSystem:
+        if col.system == "finetuned":
+            raise UserError("no adapter at ./nowhere")
+        return build(col, cfg)
+
+    with pytest.raises(UserError, match="no adapter"):
+        run_experiment(cfg, tmp_path / "run", missing_adapter, progress=False)
+    assert set(systems) == {"base", "rag"} and not any(s.calls for s in systems.values())
+    assert not (tmp_path / "run" / "samples.jsonl").exists()
+
+
 def test_columns_model_by_decoding_by_system() -> None:
     cfg = ExperimentConfig(models=("m1", "m2"), systems=("base", "rag"),
                            decodings=({"name": "greedy"}, {"name": "beam", "strategy": "beam"}))
