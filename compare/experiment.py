@@ -73,7 +73,8 @@ def run(cfg: ExperimentConfig, out: Path, progress: bool = True) -> Path:
                                     cfg.judge_pairwise))
     try:
         run_dir = run_experiment(cfg, out, factory.build, scorers, progress=progress,
-                                 answered=lambda: factory.release_models(keep=cfg.judge))
+                                 answered=lambda: factory.release_models(keep=cfg.judge),
+                                 before_answers=factory.prefetch_retrieval)
     finally:
         factory.close()
     if extra:

@@ -165,10 +165,13 @@ def with_tags(questions: Sequence[Question], tags: dict[str, str]) -> list[Quest
 def run_experiment(cfg: ExperimentConfig, out: Path,
                    build_system: Callable[[Column, ExperimentConfig], System],
                    extra_scorers: Sequence[Callable[[list[Sample]], None]] = (),
-                   progress: bool = True, answered: Callable[[], None] | None = None) -> Path:
+                   progress: bool = True, answered: Callable[[], None] | None = None,
+                   before_answers: Callable[[list[Question]], None] | None = None) -> Path:
     """Run every column, write samples/results/report into a run dir; return the dir.
-    ``answered`` is called once every column is answered, before the scoring passes (the
-    factory releases the generators' weights there)."""
+    ``before_answers`` is called with the questions once every system is built, before the
+    first answer (the factory retrieves every question's passages there); ``answered`` once
+    every column is answered, before the scoring passes (the factory releases the generators'
+    weights there)."""
     questions = read_questions(cfg.questions, require_answers=True)[: cfg.limit or None]
     questions = with_tags(questions, overlap_tags(cfg))
     run_dir = run_dir_for(out)
@@ -181,6 +184,8 @@ def run_experiment(cfg: ExperimentConfig, out: Path,
     # starts (it loads its LoRAs at start: an adapter first met in the third column restarted
     # it there, a second model load)
     systems = [(col, build_system(col, cfg)) for col in columns_for(cfg)]
+    if before_answers is not None:
+        before_answers(questions)
     for col, system in systems:
         log.info("column %s: %d questions", col.label, len(questions))
         fingerprints[col.label] = system.fingerprint()

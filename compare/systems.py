@@ -65,9 +65,13 @@ class ComparedSystem:
     def _passages(self, questions: Sequence[Question]) -> tuple[list[list[Any]] | None, float]:
         if not self.uses_retrieval:
             return None, 0.0
+        texts = [q.question for q in questions]
         start = time.perf_counter()
-        found = self.pipeline.retrieve([q.question for q in questions])
-        return found, (time.perf_counter() - start) / max(len(questions), 1)
+        found = self.pipeline.retrieve(texts)
+        memoized = getattr(self.pipeline.retriever, "seconds", None)
+        if memoized is not None:  # what retrieving them cost, whichever system did it first
+            return found, memoized(texts)
+        return found, (time.perf_counter() - start) / max(len(texts), 1)
 
     def chat_scoring(self) -> bool:
         """Whether multiple-choice log-likelihoods are taken after the system's own chat prompt
@@ -164,13 +168,16 @@ def _answer(q: Question, a: RagAnswer, retrieval_s: float, retrieval: bool) -> S
 
 
 class MemoizedRetrieval:
-    """A retriever shared by the RAG systems: each question's passages are retrieved once.
+    """A retriever shared by the RAG systems: each question's passages are retrieved once, and
+    what that cost (seconds per question of its batch) is remembered, so that every system using
+    them is charged the same retrieval time.
 
     ``make`` builds the real retriever (rag's, over the store) when first needed."""
 
     def __init__(self, make: Callable[[], Any]) -> None:
         self._make, self._retriever = make, None
         self._found: dict[str, list[Any]] = {}
+        self._seconds: dict[str, float] = {}
 
     @property
     def retriever(self) -> Any:
@@ -183,8 +190,15 @@ class MemoizedRetrieval:
         """Passages per question, memoized."""
         todo = [t for t in dict.fromkeys(queries) if t not in self._found]
         if todo:
+            start = time.perf_counter()
             self._found.update(zip(todo, self.retriever.retrieve(todo), strict=True))
+            each = (time.perf_counter() - start) / len(todo)
+            self._seconds.update(dict.fromkeys(todo, each))
         return [self._found[t] for t in queries]
+
+    def seconds(self, queries: Sequence[str]) -> float:
+        """Mean retrieval seconds per question of ``queries`` (retrieved already)."""
+        return sum(self._seconds.get(t, 0.0) for t in queries) / max(len(queries), 1)
 
     def describe(self) -> dict[str, Any]:
         """The underlying retriever's settings."""
@@ -193,6 +207,7 @@ class MemoizedRetrieval:
     def forget(self) -> None:
         """Drop the memoized passages (benchmarks time retrieval afresh)."""
         self._found.clear()
+        self._seconds.clear()
 
 
 GeneratorFor = Callable[[str, Path | None], tuple[Generator, dict[str, Any]]]
@@ -416,6 +431,21 @@ class SystemFactory:
         from models.sources import DEFAULT_EMBEDDER
 
         return DEFAULT_EMBEDDER
+
+    def prefetch_retrieval(self, questions: Sequence[Question]) -> None:
+        """Retrieve every question's passages before any model answers (the RAG columns then
+        read them from ``retrieval``), and let the store's embedder go: its weights (~0.7 GB for
+        the default e5-small in fp32) are not held beside the generator's. The semantic
+        similarity pass loads it again once the generators are released."""
+        if not any(SYSTEMS.get(name).retrieval for name in self.cfg.systems):
+            return
+        self.retrieval.retrieve([q.question for q in questions])
+        store = self.store()
+        if hasattr(store, "release_embedder"):
+            store.release_embedder()
+        from models.embedders import release_embedders
+
+        release_embedders()
 
     def release_models(self, keep: str | None = None) -> None:
         """Drop the weights of every model but ``keep`` (the judge, still to run) once the

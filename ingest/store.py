@@ -179,6 +179,10 @@ class Store:
             self._embedder = embedder
         return self._embedder
 
+    def release_embedder(self) -> None:
+        """Forget the loaded embedder (``embedder`` loads it again when next needed)."""
+        self._embedder = None
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors with the store's embedder (its query prompt)."""
         return np.ascontiguousarray(self.embedder().embed_queries(list(texts)), dtype=np.float32)

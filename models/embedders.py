@@ -303,6 +303,16 @@ def load_embedder(name: str, device: str | None = None) -> Embedder:
         return _LOADED[key]
 
 
+def release_embedders() -> None:
+    """Forget every loaded embedder: its memory goes once nothing else holds it, and the next
+    ``load_embedder`` loads it again."""
+    import gc
+
+    with _LOCK:
+        _LOADED.clear()
+    gc.collect()
+
+
 def _load(info: EmbedderInfo, device: str) -> Embedder:
     from sentence_transformers import SentenceTransformer
 

@@ -60,6 +60,11 @@ class FakeRetriever:
 
 
 class FakeStore:
+    released = 0
+
+    def release_embedder(self) -> None:
+        self.released += 1
+
     def sha256(self) -> str:
         return "store-sha"
 
@@ -207,6 +212,41 @@ def test_rag_systems_share_retrieval(tmp_path: Path) -> None:
     rig.system("rag").answer(QUESTIONS)
     rig.system("rag+finetuned").answer(QUESTIONS)
     assert sorted(rig.retriever.asked) == sorted(x.question for x in QUESTIONS)
+
+
+def test_passages_are_retrieved_before_the_first_answer_and_the_embedder_let_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every question is retrieved once, before any generator runs; then the store's embedder
+    is released (its weights are not held beside the generator's); every system reading the
+    passages is charged the same retrieval time."""
+    import time
+
+    import models.embedders as embedders
+
+    write_questions(tmp_path / "q.jsonl", 4)
+    rig = Rig(tmp_path, systems=("base", "rag", "rag+finetuned"))
+    released: list[str] = []
+    monkeypatch.setattr(embedders, "release_embedders", lambda: released.append("all"))
+    real = rig.retriever.retrieve
+    monkeypatch.setattr(rig.retriever, "retrieve",
+                        lambda qs: time.sleep(0.01 * len(qs)) or real(qs))
+    events: list[str] = []
+
+    def before(questions: list[Question]) -> None:
+        assert not any(g.prompts for g in rig.generators.values())  # nothing answered yet
+        rig.factory.prefetch_retrieval(questions)
+        events.append(f"retrieved {len(rig.retriever.asked)}")
+
+    run = run_experiment(rig.cfg, tmp_path / "r", rig.factory.build, progress=False,
+                         before_answers=before)
+    assert events == ["retrieved 4"] and len(rig.retriever.asked) == 4  # once, not per column
+    assert rig.factory.store().released == 1 and released == ["all"]
+    latency = json.loads((run / "results.json").read_text())["latency"]
+    assert latency["rag"]["mean_s"] == pytest.approx(latency["rag+finetuned"]["mean_s"])
+    assert latency["rag"]["mean_s"] > latency["base"]["mean_s"]  # the 10 ms of retrieval
+    closed_book = Rig(tmp_path / "cb", systems=("base", "finetuned"))
+    closed_book.factory.prefetch_retrieval([QUESTIONS[0]])
+    assert closed_book.retriever.asked == [] and closed_book.factory._store.released == 0
 
 
 def test_rerun_is_served_from_the_cache(tmp_path: Path) -> None:

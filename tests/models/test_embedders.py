@@ -343,3 +343,16 @@ def test_minilm_loads_and_its_folder_works_as_a_name() -> None:
     assert np.allclose(vecs, mini.embed_passages(texts), atol=1e-5)
     assert int((vecs @ mini.embed_queries(["What is Brazil's capital?"]).T).argmax()) == 0
     assert mini.count_tokens("hello world", "query") == 4  # [CLS] hello world [SEP]
+
+
+def test_released_embedders_are_loaded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.embedders as module
+
+    loads: list[str] = []
+    monkeypatch.setattr(module, "_LOADED", {})
+    monkeypatch.setattr(module, "resolve_embedder", lambda name: name)
+    monkeypatch.setattr(module, "_load", lambda info, device: loads.append(info) or object())
+    first = module.load_embedder("e5")
+    assert module.load_embedder("e5") is first and loads == ["e5"]  # loaded once
+    module.release_embedders()
+    assert module.load_embedder("e5") is not first and loads == ["e5", "e5"]
