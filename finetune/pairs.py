@@ -60,7 +60,8 @@ class PairsConfig:
     leakage_threshold: float = DEFAULT_THRESHOLD  # question similarity of the overlap check
     overlap: str = DEFAULT_MODE  # "report": keep overlapping pairs, list them; "strict": drop
     raft_share: float = 0.0  # context-aware pairs (finetune.raft): share of the qualifying pairs
-    raft_absent: float = 0.2  # ... of which the gold passage is left out (target: the refusal)
+    raft_absent: float = 0.05  # ... of which the gold passage is left out (target: refusal;
+    # 30% taught the 0.5B model to refuse 71 of 82 answerable questions, 5% did not)
     raft_k: int = 2  # passages per context-aware pair (compare's k)
     raft_retriever: str = "hybrid"  # the RAG system's retriever
     prompt_template: str = "short"  # the rag template (its refusal is the gold-absent target)

@@ -43,7 +43,7 @@ class RaftConfig:
     """How many pairs get passages, and which kind."""
 
     share: float = 0.0  # of the pairs that qualify; 0: no context-aware pairs
-    absent: float = 0.2  # of those, the share with the gold passage left out (target: refusal)
+    absent: float = 0.05  # of those, the share with the gold passage left out (target: refusal)
     k: int = 2  # passages per pair: compare's default k
     retriever: str = "hybrid"  # the retriever the RAG system uses
     template: str = "short"  # the rag template whose refusal sentence gold-absent pairs answer
