@@ -322,6 +322,12 @@ class LlamaCppGenerator:
             params.kv_unified = False  # each slot attends over its own cache only (faster here)
             params.use_jinja = True  # the GGUF's chat template, as transformers renders it
             params.warmup = False
+            # no RAM prompt cache (8 GiB by default): it kept the states of prompts evicted from
+            # the slots and restored one into any slot whose prompt matched, whatever LoRA
+            # scales computed it (measured: rag+finetuned prompts ran on the KV that rag's
+            # prompts left without the adapter, prompt_n 1, 5 of 24 answers changed); each
+            # slot's own cache stays, and the server clears it when the scales change
+            params.cache_ram_mib = 0
             params.verbosity = -1  # errors only (its per-request timings stay quiet)
             if self.loras:
                 infos = []
