@@ -22,6 +22,8 @@ The items, by ``id``:
   coverage of gold articles (hit@k) on both splits: RAG's upper bound;
 - ``leakage``: what the training-pair leakage filter dropped, and against which questions;
 - ``judge``: whether the judge is a model under test;
+- ``judge_reliability``: how many of the judge's replies gave a score, and how far its verdicts
+  agree with the reference-based metric (Cohen's κ, Spearman ρ, which way it disagrees);
 - ``multiplicity``: the correction, its family size and how many raw verdicts it overturned;
 - ``control``: the change on questions outside the fine-tuning data (forgetting).
 
@@ -51,6 +53,8 @@ MIN_EPOCHS = 1.0  # fewer passes over the training pairs than this: warned
 LENGTH_RATIO = 3.0  # training answers this many times longer (or shorter) than references: warned
 NAMED_SHARE = 0.1  # this share of open questions naming a gold title or more: warned
 ALPHA = 0.05
+KAPPA_TRUSTED = 0.6  # judge vs reference metric: κ above this is "substantial" (Landis & Koch)
+UNPARSED_SHARE = 0.2  # more of the judge's rubric replies than this without a score: warned
 METHOD_NAMES = {"holm": "Holm–Bonferroni (family-wise error rate)",
                 "bh": "Benjamini–Hochberg (false discovery rate)"}
 
@@ -79,6 +83,7 @@ def threats_to_validity(results: dict[str, Any], samples: list[Sample],
         _gold_titles(results, samples, questions),
         _leakage(adapters, results, samples),
         _judge(results),
+        _judge_reliability(results),
         _multiplicity(results),
         _control(results, samples),
     ]
@@ -579,6 +584,53 @@ def _judge(results: dict[str, Any]) -> Threat | None:
             True, data)
     return _item("judge", "Judge = model under test?", [
         f"The judge ({model}) is none of the models under test."], False, data)
+
+
+def _judge_reliability(results: dict[str, Any]) -> Threat | None:
+    judge = results.get("judge")
+    if not isinstance(judge, dict) or not (judge.get("rubric") or judge.get("agreement")):
+        return None
+    model = judge.get("model") or "the judge"
+    rubric, agreement = judge.get("rubric") or {}, judge.get("agreement") or {}
+    scored, unparsed = int(rubric.get("scored") or 0), int(rubric.get("unparsed") or 0)
+    findings, warn = [], False
+    data: dict[str, Any] = {"scored": scored, "unparsed": unparsed}
+    if scored + unparsed:
+        share = unparsed / (scored + unparsed)
+        data["unparsed_share"] = share
+        text = (f"{model} scored {scored} of {scored + unparsed} answers; {unparsed} "
+                f"{'reply' if unparsed == 1 else 'replies'} ({share:.0%}) gave no score.")
+        if unparsed:
+            text += (" Its metrics cover the scored answers only (n per column in the headline), "
+                     "and a paired test on them uses the questions scored in both columns.")
+        findings.append(text)
+        warn = share > UNPARSED_SHARE
+    reference, kappa = agreement.get("primary") or "the reference metric", agreement.get("kappa")
+    data.update(reference=reference, kappa=kappa, spearman=agreement.get("spearman"))
+    if kappa is None:
+        findings.append(f"Its agreement with {reference} is not measured (too few answers "
+                        "scored, or the reference metric is not binary).")
+    else:
+        table = agreement.get("table") or {}
+        judge_only, ref_only = int(table.get("judge_only", 0)), int(table.get("primary_only", 0))
+        rho = agreement.get("spearman")
+        findings.append(
+            f"On the {agreement.get('n')} answers it scored, its correct/incorrect agrees with "
+            f"{reference} on {float(agreement.get('observed') or 0):.0%} (Cohen's κ = "
+            f"{float(kappa):.2f}" + (f"; Spearman ρ of its 1–5 accuracy = {float(rho):.2f}"
+                                     if rho is not None else "")
+            + f"); of the {judge_only + ref_only} disagreements, {judge_only} are answers the "
+            f"judge calls correct and {reference} wrong, {ref_only} the other way.")
+        data.update(judge_only=judge_only, reference_only=ref_only)
+        if float(kappa) < KAPPA_TRUSTED:
+            warn = True
+            findings.append(f"κ is below {KAPPA_TRUSTED}: the judge's verdicts do not stand "
+                            f"alone; read them beside {reference}.")
+    primary = primary_metric(results)
+    if warn and primary.startswith("judge_"):
+        findings.append(f"The headline's primary metric is this judge's ({primary}): its "
+                        "verdicts carry these limits.")
+    return _item("judge_reliability", "How far the judge can be trusted", findings, warn, data)
 
 
 # ----------------------------------------------------------------------- (g) multiplicity

@@ -266,6 +266,41 @@ def test_judge_is_model_under_test() -> None:
     assert "judge" not in by_id(threats_to_validity(results_for(None), [], QUESTIONS))
 
 
+def test_judge_reliability_from_agreement_and_unparsed_replies() -> None:
+    # the 82-question run of bench/RESULTS.md: 107 scored + 57 unparsed = 164; 57/164 = 34.8%
+    # -> "35%"; agreement (26 + 51) / 107 = 0.7196 -> "72%"
+    weak = {"model": "coder-1.5b", "same_as_model_under_test": [],
+            "rubric": {"scored": 107, "unparsed": 57},
+            "agreement": {"primary": "answer_accuracy", "n": 107, "spearman": 0.4809,
+                          "kappa": 0.4368, "observed": 77 / 107,
+                          "table": {"both_correct": 26, "judge_only": 27, "primary_only": 3,
+                                    "both_wrong": 51}}}
+    results = results_for(None, judge=weak)
+    results["primary_metric"] = "judge_correct"
+    t = by_id(threats_to_validity(results, [], QUESTIONS))["judge_reliability"]
+    assert t["severity"] == "warning"
+    assert "scored 107 of 164 answers; 57 replies (35%) gave no score" in t["finding"]
+    assert "agrees with answer_accuracy on 72% (Cohen's κ = 0.44" in t["finding"]
+    assert "ρ of its 1–5 accuracy = 0.48" in t["finding"]
+    assert "of the 30 disagreements, 27 are answers the judge calls correct" in t["finding"]
+    assert "below 0.6" in t["finding"] and "primary metric is this judge's" in t["finding"]
+    # a judge that parses every reply and agrees substantially (κ 0.8): information only
+    good = dict(weak, rubric={"scored": 60, "unparsed": 0},
+                agreement=dict(weak["agreement"], kappa=0.8, n=60, observed=0.9))
+    t = by_id(threats_to_validity(results_for(None, judge=good), [], QUESTIONS))
+    assert t["judge_reliability"]["severity"] == "info"
+    assert "gave no score." in t["judge_reliability"]["finding"]
+    assert "do not stand alone" not in t["judge_reliability"]["finding"]
+    # many unparsed replies alone are warned (30 of 100 > 20%), agreement unmeasured said so
+    loose = dict(weak, rubric={"scored": 70, "unparsed": 30}, agreement={"kappa": None})
+    t = by_id(threats_to_validity(results_for(None, judge=loose), [], QUESTIONS))
+    assert t["judge_reliability"]["severity"] == "warning"
+    assert "agreement with the reference metric is not measured" in \
+        t["judge_reliability"]["finding"]
+    assert "judge_reliability" not in by_id(threats_to_validity(results_for(None), [],
+                                                                QUESTIONS))
+
+
 def test_multiplicity_counts_overturned_verdicts() -> None:
     # Holm by hand on p = 0.01, 0.03, 0.2: 0.01*3 = 0.03; max(0.03, 0.03*2) = 0.06;
     # max(0.06, 0.2*1) = 0.2 -> 2 raw p < 0.05, 1 stays significant
