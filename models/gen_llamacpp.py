@@ -110,6 +110,16 @@ def llamacpp_device() -> str:
     return "cpu"
 
 
+def llamacpp_build() -> str:
+    """The CPU features the installed llama.cpp was compiled with, as llama.cpp reports them
+    ("CPU : SSE3 = 1 | … | AVX2 = 1 | …"). A native build of the same binding version (AVX-512,
+    ``make native-llamacpp``) computes other floats than the prebuilt AVX2 wheel, so answers
+    are keyed by it as well as by the version."""
+    import xllamacpp
+
+    return " ".join(str(xllamacpp.get_system_info()).split())
+
+
 def binding_available() -> bool:
     """Whether the llama.cpp binding (``xllamacpp``) is installed."""
     import importlib.util
@@ -163,12 +173,12 @@ class LlamaCppGenerator:
     @property
     def identity(self) -> dict[str, Any]:
         """What determines this generator's outputs short of the prompt and decoding: the
-        backend, the GGUF (``gguf_identity``), the device, the LoRA GGUFs loaded and which one
-        answers, and the binding's version."""
+        backend, the GGUF (``gguf_identity``), the device, the binding's build (its CPU
+        features), the LoRA GGUFs loaded and which one answers, and the binding's version."""
         from core.versions import package_versions
 
         return {"backend": "llamacpp", "gguf": gguf_identity(self.path),
-                "device": llamacpp_device(),
+                "device": llamacpp_device(), "build": llamacpp_build(),
                 "loras": [gguf_identity(p) for p in self.loras], "active": self.active,
                 "versions": package_versions(("xllamacpp",))}
 

@@ -119,13 +119,19 @@ class ModelSlot:
         the load options as given and as they resolve on this machine (dtype, device type,
         quantization: ``models.gen_transformers.load_identity``), and the library versions. On
         llama.cpp, also the GGUF it runs (file, sha256, file type, i.e. its quantization) and
-        the device llama.cpp computes on (which also scores continuations)."""
+        the device llama.cpp computes on (which also scores continuations) and the CPU features
+        its build was compiled with."""
         from models.gen_transformers import load_identity
         from models.loading import model_fingerprint_of
 
         if self.generates_with == "llamacpp":
             from models.backends import gguf_of
-            from models.gen_llamacpp import SCORE_TOP, gguf_identity, llamacpp_device
+            from models.gen_llamacpp import (
+                SCORE_TOP,
+                gguf_identity,
+                llamacpp_build,
+                llamacpp_device,
+            )
 
             gguf = gguf_of(self.ref)
             assert gguf is not None  # generates_with checked it
@@ -137,6 +143,7 @@ class ModelSlot:
             return {"backend": "llamacpp", "model": self.name,
                     "fingerprint": model_fingerprint_of(self.ref),
                     "gguf": gguf_identity(gguf, known), "device": llamacpp_device(),
+                    "build": llamacpp_build(),
                     "scoring": {"backend": "llamacpp", "first_read": SCORE_TOP},
                     "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,

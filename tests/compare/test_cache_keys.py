@@ -222,8 +222,20 @@ def test_backend_and_gguf_file_type_change_the_slot_key(tiny_llama_dir: Path, tm
     assert llama["backend"] == "llamacpp" and llama["device"] == "cpu"
     assert llama["gguf"]["file_type"] == "MOSTLY_Q4_K_M"
     assert llama["scoring"]["backend"] == "llamacpp"  # multiple choice is scored there too
+    assert "AVX2 = 1" in llama["build"]  # the prebuilt wheel's CPU features
+    # a native build of the same binding version (AVX-512 kernels: other floats)
+    import xllamacpp
+
+    monkeypatch.setattr(xllamacpp, "get_system_info",
+                        lambda: "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_BF16 = 1 |")
+    monkeypatch.setattr(models.backends, "gguf_of", lambda ref: ggufs[15])
+    native = ModelSlot(str(tiny_llama_dir), progress=False, backend="llamacpp")
+    native.__dict__["generates_with"] = "llamacpp"
+    assert native.identity["versions"] == llama["versions"]
     assert_each_variant_misses(tmp_path, transformers, {"llama.cpp": llama,
                                                         "llama.cpp Q8_0": identities[7]})
+    assert_each_variant_misses(tmp_path / "native", llama,
+                               {"llama.cpp, native build": native.identity})
 
 
 # --- adapters --------------------------------------------------------------------------------
@@ -464,3 +476,4 @@ def test_llamacpp_requests_carry_each_prompts_seed(tmp_path: Path) -> None:
     assert [b["seed"] for b in server.bodies] == [11, 11, 11]  # greedy: as before
     identity = gen.identity
     assert identity["backend"] == "llamacpp" and identity["gguf"]["file_type"] == "MOSTLY_Q4_K_M"
+    assert identity["build"].startswith("CPU :")
