@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.ragvsft-installed
 
-.PHONY: setup demo test lint clean-cache
+.PHONY: setup demo test lint clean-cache native-llamacpp
 
 setup: $(STAMP)
 
@@ -40,3 +40,19 @@ lint: setup
 
 clean-cache:
 	rm -rf $${RAGVSFT_CACHE:-$$HOME/.cache/ragvsft}
+
+# Optional, not part of the two commands: llama.cpp compiled for this CPU (GGML_NATIVE: AVX-512
+# VNNI/BF16 where the CPU has them; the prebuilt wheel stops at AVX2), from the same xllamacpp
+# version's sdist. Needs cmake and a C++17 compiler; llguidance (Rust, fetched by cargo) and
+# BoringSSL (fetched from GitHub) are left out, so it builds offline. The wheel goes to .native/
+# and is unpacked into .native/site for `bench/llamacpp_speed.py --native .native/site`; adopt it
+# with `$(PIP) install --no-deps --force-reinstall .native/xllamacpp-*.whl` (answers are cached
+# per build, so the wheel's are not reused). Timings: bench/RESULTS.md.
+NATIVE_CMAKE_ARGS ?= -DLLAMA_LLGUIDANCE=OFF -DLLAMA_BUILD_BORINGSSL=OFF -DLLAMA_OPENSSL=OFF
+native-llamacpp: setup
+	$(PIP) install -q "Cython>=3.1"
+	rm -rf .native && mkdir -p .native
+	CMAKE_ARGS="$(NATIVE_CMAKE_ARGS)" NPROC=$$(nproc) $(PIP) wheel --no-deps --no-build-isolation \
+	  --no-binary xllamacpp -w .native "xllamacpp==$$($(PY) -c 'import importlib.metadata as m; print(m.version("xllamacpp"))')"
+	$(PIP) install -q --no-deps --target .native/site .native/xllamacpp-*.whl
+	$(PY) -c "import sys; sys.path.insert(0, '.native/site'); import xllamacpp; print(xllamacpp.get_system_info())"
