@@ -611,17 +611,21 @@ def _judge_reliability(results: dict[str, Any]) -> Threat | None:
         findings.append(f"Its agreement with {reference} is not measured (too few answers "
                         "scored, or the reference metric is not binary).")
     else:
-        table = agreement.get("table") or {}
-        judge_only, ref_only = int(table.get("judge_only", 0)), int(table.get("primary_only", 0))
-        rho = agreement.get("spearman")
-        findings.append(
-            f"On the {agreement.get('n')} answers it scored, its correct/incorrect agrees with "
-            f"{reference} on {float(agreement.get('observed') or 0):.0%} (Cohen's κ = "
-            f"{float(kappa):.2f}" + (f"; Spearman ρ of its 1–5 accuracy = {float(rho):.2f}"
-                                     if rho is not None else "")
-            + f"); of the {judge_only + ref_only} disagreements, {judge_only} are answers the "
-            f"judge calls correct and {reference} wrong, {ref_only} the other way.")
-        data.update(judge_only=judge_only, reference_only=ref_only)
+        table, rho = agreement.get("table"), agreement.get("spearman")
+        observed = agreement.get("observed")
+        text = (f"On the {agreement.get('n')} answers it scored, its correct/incorrect agrees "
+                f"with {reference}" + (f" on {float(observed):.0%}" if observed is not None
+                                       else "")
+                + f" (Cohen's κ = {float(kappa):.2f}"
+                + (f"; Spearman ρ of its 1–5 accuracy = {float(rho):.2f}" if rho is not None
+                   else "") + ")")
+        if isinstance(table, dict):
+            judge_only, ref_only = int(table.get("judge_only", 0)), int(table.get("primary_only",
+                                                                                  0))
+            text += (f"; of the {judge_only + ref_only} disagreements, {judge_only} are answers "
+                     f"the judge calls correct and {reference} wrong, {ref_only} the other way")
+            data.update(judge_only=judge_only, reference_only=ref_only)
+        findings.append(text + ".")
         if float(kappa) < KAPPA_TRUSTED:
             warn = True
             findings.append(f"κ is below {KAPPA_TRUSTED}: the judge's verdicts do not stand "

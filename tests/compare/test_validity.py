@@ -291,6 +291,13 @@ def test_judge_reliability_from_agreement_and_unparsed_replies() -> None:
     assert t["judge_reliability"]["severity"] == "info"
     assert "gave no score." in t["judge_reliability"]["finding"]
     assert "do not stand alone" not in t["judge_reliability"]["finding"]
+    # an agreement recorded without its 2x2 table or observed share: only what is there
+    bare = dict(good, agreement={"n": 6, "spearman": 0.6, "kappa": 0.5})
+    t = by_id(threats_to_validity(results_for(None, judge=bare), [], QUESTIONS))
+    assert ("On the 6 answers it scored, its correct/incorrect agrees with the reference metric "
+            "(Cohen's κ = 0.50; Spearman ρ of its 1–5 accuracy = 0.60).") in \
+        t["judge_reliability"]["finding"]
+    assert "disagreements" not in t["judge_reliability"]["finding"]
     # many unparsed replies alone are warned (30 of 100 > 20%), agreement unmeasured said so
     loose = dict(weak, rubric={"scored": 70, "unparsed": 30}, agreement={"kappa": None})
     t = by_id(threats_to_validity(results_for(None, judge=loose), [], QUESTIONS))
