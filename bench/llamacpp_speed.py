@@ -71,28 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.llamacpp_only:
         return llamacpp_only(args)
-    from core.cli import offline_environment
-    from models.backends import gguf_of
-    from models.gen_llamacpp import LlamaCppGenerator
     from models.gen_transformers import TransformersGenerator
-    from models.loading import LoadOptions, load_model, load_tokenizer, resolve
-    from models.sources import DEFAULT_GENERATOR
+    from models.loading import LoadOptions, load_model
 
-    offline_environment()
-    ref = resolve(args.model or DEFAULT_GENERATOR)
-    tokenizer = load_tokenizer(ref)
-    gguf = gguf_of(ref)
-    if gguf is None:
-        raise UserError(f"{ref.name} does not ship as GGUF")
+    ref, tokenizer, llama = started_llama(args)
     model, _ = load_model(ref, LoadOptions(dtype="float32"), tokenizer=tokenizer)
     hf = TransformersGenerator(model, tokenizer, batch_size=1, name=ref.name, progress=False)
-    llama = LlamaCppGenerator(gguf, tokenizer, name=ref.name, parallel=args.parallel,
-                              progress=False)
-    llama.server()  # loading is not part of answering
     sets = {"short": prompts()}
     if not args.skip_rag:
         sets["rag"] = rag_prompts(hf, args.k)
-    report: dict[str, Any] = {"model": ref.name, "gguf": gguf.name, "cpu_threads":
+    report: dict[str, Any] = {"model": ref.name, "gguf": Path(llama.path).name, "cpu_threads":
                               len(os.sched_getaffinity(0)), "python": platform.python_version(),
                               "parallel": args.parallel, "max_new_tokens": args.max_new_tokens}
     report["llamacpp_build"] = llamacpp_build()
@@ -148,15 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def llamacpp_build() -> str:
-    """The CPU features of the xllamacpp this process imports (``models.gen_llamacpp``)."""
-    from models.gen_llamacpp import llamacpp_build as build
-
-    return build()
-
-
-def llamacpp_only(args: argparse.Namespace) -> int:
-    """``--native``'s child: llama.cpp alone on both sets, as JSON on stdout (with the texts)."""
+def started_llama(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The model reference, its tokenizer and a llama.cpp generator on its GGUF, server
+    started (loading is not part of answering)."""
     from core.cli import offline_environment
     from models.backends import gguf_of
     from models.gen_llamacpp import LlamaCppGenerator
@@ -172,6 +154,19 @@ def llamacpp_only(args: argparse.Namespace) -> int:
     llama = LlamaCppGenerator(gguf, tokenizer, name=ref.name, parallel=args.parallel,
                               progress=False)
     llama.server()
+    return ref, tokenizer, llama
+
+
+def llamacpp_build() -> str:
+    """The CPU features of the xllamacpp this process imports (``models.gen_llamacpp``)."""
+    from models.gen_llamacpp import llamacpp_build as build
+
+    return build()
+
+
+def llamacpp_only(args: argparse.Namespace) -> int:
+    """``--native``'s child: llama.cpp alone on both sets, as JSON on stdout (with the texts)."""
+    _, _, llama = started_llama(args)
     sets = {"short": prompts()}
     if not args.skip_rag:
         sets["rag"] = rag_prompts(llama, args.k)
