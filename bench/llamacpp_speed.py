@@ -179,8 +179,6 @@ def llamacpp_only(args: argparse.Namespace) -> int:
 
 def native_passes(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``llamacpp_only`` in a child whose path puts ``args.native`` first."""
-    import xllamacpp
-
     folder = args.native.resolve()
     if not (folder / "xllamacpp").is_dir():
         raise UserError(f"no xllamacpp in {folder}: run `make native-llamacpp` (it installs "
@@ -196,7 +194,7 @@ def native_passes(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"the native build's pass failed ({' '.join(cmd)}):\n"
                         f"{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["llamacpp_build"] == " ".join(str(xllamacpp.get_system_info()).split()):
+    if result["llamacpp_build"] == llamacpp_build():
         raise UserError(f"{folder} holds the same build as the installed wheel "
                         f"({result['llamacpp_build']}): nothing to compare")
     return result
