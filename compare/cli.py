@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run dir (default runs/<timestamp>)")
     run.add_argument("--limit", type=int, help="only the first N questions")
     run.add_argument("--batch-size", type=int)
+    run.add_argument("--reproducible", choices=("run", "prompt", "off"),
+                     help="llama.cpp: what answering again reproduces. run (default): one "
+                     "answer at a time, a fresh re-run answers the same; prompt: every prompt "
+                     "read whole, an answer depends on its prompt alone (slower); off: "
+                     "--batch-size answers in flight, greedy answers vary between runs")
     run.add_argument("--max-new-tokens", type=int)
     run.add_argument("--mc-mode", choices=["loglikelihood", "cloze", "generate"],
                      help="multiple choice: letter log-likelihood (lm-eval Belebele style, "
@@ -123,6 +128,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         "rrf_k": args.rrf_k, "title_boost": args.title_boost, "reranker": args.reranker,
         "context_tokens": args.context_tokens,
         "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+        "reproducible": args.reproducible,
         "mc_mode": args.mc_mode, "mc_prompt": args.mc_prompt, "judge": args.judge,
         "judge_pairwise": args.judge_pairwise,
         "base_url": args.base_url,

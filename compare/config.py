@@ -52,6 +52,11 @@ class ExperimentConfig:
     template: str = "short"  # a rag template (rag/templates; "short": short answers) or YAML path
     lang: str = "auto"  # "auto": each question's own language
     batch_size: int = 8
+    reproducible: str = "run"  # llama.cpp: what answering again reproduces. "run": one answer
+    # at a time, a prompt read from where it parts from the previous one (a fresh re-run in the
+    # same order answers the same); "prompt": every prompt read whole (an answer depends on its
+    # prompt alone; slower); "off": batch_size answers in flight (16 of 82 greedy answers
+    # changed between two fresh servers; faster on long answers)
     limit: int | None = None
     mc_mode: str = "loglikelihood"
     mc_prompt: str = "auto"  # how log-likelihood MC contexts are written: "chat" (the system's
@@ -107,7 +112,11 @@ class ExperimentConfig:
         for name in self.systems:
             SYSTEMS.get(name)
         from models.backends import BACKENDS
+        from models.gen_llamacpp import REPRODUCIBLE
 
+        if self.reproducible not in REPRODUCIBLE:
+            raise UserError(f"reproducible must be one of {', '.join(REPRODUCIBLE)}, "
+                            f"not {self.reproducible!r}")
         if self.judge_backend not in BACKENDS:
             raise UserError(f"judge_backend must be one of {', '.join(BACKENDS)}, "
                             f"not {self.judge_backend!r}")

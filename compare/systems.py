@@ -327,7 +327,7 @@ class SystemFactory:
 
             options = LoadOptions(dtype=cfg.dtype, load_in_4bit=cfg.load_in_4bit)
             self._slots[model] = ModelSlot(model, options, cfg.batch_size, self.progress,
-                                           backend=cfg.backend)
+                                           backend=cfg.backend, reproducible=cfg.reproducible)
         gen = SlotGenerator(self._slots[model], adapter)
         return gen, gen.identity
 
@@ -415,7 +415,8 @@ class SystemFactory:
                 options = LoadOptions(dtype=self.cfg.dtype, load_in_4bit=self.cfg.load_in_4bit)
                 self._slots[judge_model] = ModelSlot(judge_model, options, self.cfg.batch_size,
                                                      self.progress,
-                                                     backend=self.cfg.judge_backend)
+                                                     backend=self.cfg.judge_backend,
+                                                     reproducible=self.cfg.reproducible)
             gen, identity = self._generator(judge_model, None)
         models = {c.label: c.model for c in columns_for(self.cfg)}
         known = {m: self._generator(m, None)[1] for m in dict.fromkeys(models.values())}

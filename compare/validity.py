@@ -24,6 +24,8 @@ The items, by ``id``:
 - ``judge``: whether the judge is a model under test;
 - ``judge_reliability``: how many of the judge's replies gave a score, and how far its verdicts
   agree with the reference-based metric (Cohen's κ, Spearman ρ, which way it disagrees);
+- ``reproducibility``: whether a re-run would give the same greedy answers: how each column's
+  backend batched them (llama.cpp with several answers in flight is not batch-invariant);
 - ``multiplicity``: the correction, its family size and how many raw verdicts it overturned;
 - ``control``: the change on questions outside the fine-tuning data (forgetting).
 
@@ -84,6 +86,7 @@ def threats_to_validity(results: dict[str, Any], samples: list[Sample],
         _leakage(adapters, results, samples),
         _judge(results),
         _judge_reliability(results),
+        _reproducibility(results),
         _multiplicity(results),
         _control(results, samples),
     ]
@@ -635,6 +638,73 @@ def _judge_reliability(results: dict[str, Any]) -> Threat | None:
         findings.append(f"The headline's primary metric is this judge's ({primary}): its "
                         "verdicts carry these limits.")
     return _item("judge_reliability", "How far the judge can be trusted", findings, warn, data)
+
+
+# -------------------------------------------------------------------- (f3) reproducibility
+
+# measured with the default model on the default open set (bench/llamacpp_determinism.py)
+BATCHED_DIFFER = "16 of 82 greedy answers differed between two fresh 8-slot servers"
+PREFIX_DIFFER = "18 of 82 answers differ from those of whole reads"
+
+
+def _reproducibility(results: dict[str, Any]) -> Threat | None:
+    """How each column's answers were batched, from the generator identities in the
+    provenance (and the judge's); left out for a run that did not record them."""
+    found = {col: (fp or {}).get("generator") for col, fp in
+             ((results.get("provenance") or {}).get("systems") or {}).items()}
+    judge = results.get("judge")
+    if isinstance(judge, dict):
+        found["the judge"] = judge.get("identity")
+    gens: dict[str, dict[str, Any]] = {col: g for col, g in found.items()
+                                       if isinstance(g, dict) and g.get("backend")}
+    if not gens:
+        return None
+    batch = (results.get("config") or {}).get("batch_size")
+    groups: dict[str, list[str]] = {}
+    for col, g in gens.items():
+        if g["backend"] != "llamacpp":
+            kind = str(g["backend"])
+        elif "slots" not in g or "prefix_cache" not in g:
+            kind = "llamacpp-unrecorded"
+        elif g["slots"] != 1:
+            kind = f"llamacpp-{g['slots']}"
+        else:
+            kind = "llamacpp-run" if g["prefix_cache"] else "llamacpp-prompt"
+        groups.setdefault(kind, []).append(col)
+    findings, warn = [], False
+    for kind, cols in groups.items():
+        names = ", ".join(cols)
+        if kind == "llamacpp-prompt":
+            findings.append(f"{names}: llama.cpp answered one prompt at a time and read each "
+                            "whole, so each greedy answer depends on its prompt alone: "
+                            "answered again on the same build and model, it is the same.")
+        elif kind == "llamacpp-run":
+            findings.append(
+                f"{names}: llama.cpp answered one prompt at a time, reading each from where it "
+                "parts from the previous one (the shared system prompt is reused), so an answer "
+                "can depend on the prompt answered before it: a fresh re-run of the same "
+                "questions gives the same answers, but answers generated after a stretch found "
+                f"in the cache may differ ({PREFIX_DIFFER} on the default set). "
+                "reproducible: prompt reads every prompt whole.")
+        elif kind == "llamacpp-unrecorded":
+            findings.append(f"{names}: llama.cpp; how it batched was not recorded (a run "
+                            "from before it was): not measured.")
+        elif kind.startswith("llamacpp-"):
+            warn = True
+            findings.append(
+                f"{names}: llama.cpp with {kind.removeprefix('llamacpp-')} answers in flight. "
+                "Its kernels are not batch-invariant, and which answers share a batch depends "
+                f"on timing, so a re-run can change greedy answers ({BATCHED_DIFFER} on the "
+                "default set). reproducible: run (the default) answers one at a time.")
+        elif kind == "transformers":
+            findings.append(f"{names}: transformers, prompts in padded batches of up to "
+                            f"{batch or 'batch_size'} (the same batches on a re-run from an "
+                            "empty cache; whether a batch changes an answer was not measured).")
+        else:
+            findings.append(f"{names}: answered by a {kind} server, which batches as it "
+                            "pleases: not measured.")
+    return _item("reproducibility", "Whether a re-run gives the same answers", findings, warn,
+                 {"backends": groups})
 
 
 # ----------------------------------------------------------------------- (g) multiplicity

@@ -8,7 +8,18 @@ jinja engine, the same template transformers applies to the converted model); pl
 are completed as they are. Greedy and sampled decoding are supported with the ``Decoding``'s
 temperature, top-p, top-k, seed and stop strings; every sampled request carries its own seed,
 ``models.generation.prompt_seed(decoding.seed, prompt)``, so a sampled answer does not depend on
-which prompts shared its batch. Beam search, contrastive search and
+which prompts shared its batch.
+
+Greedy answers are another matter: llama.cpp's kernels are not batch-invariant (a row's
+figures depend on how many rows share the matrix product). With several slots the batch each
+token is decoded in depends on timing, so two fresh servers answer some prompts differently
+(bench/RESULTS.md: 16 of 82 with 8 slots). With one slot (``parallel=1``) the batches are the
+same on every run, but a prompt that starts like the one before it (the shared system prompt)
+is read from where they part, on the prefix the slot computed for that one: an answer then
+depends on the prompt before it (18 of 82 answers differ from a whole read), the same on a
+fresh re-run in the same order. ``prefix_cache=False`` reads every prompt whole, so an answer
+is a function of its prompt alone, at the cost of re-reading the shared prefix.
+``REPRODUCIBLE`` names the three settings compare offers. Beam search, contrastive search and
 best-of-n are refused (``STRATEGIES``). Continuations are scored exactly for this GGUF
 (``loglikelihood``): llama.cpp has no prompt log-probabilities, but the probabilities of the
 next token after a prompt cover the whole vocabulary, so each continuation token is read after
@@ -43,6 +54,13 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("greedy", "sample")  # what this backend decodes; the others are refused
 DEFAULT_PARALLEL = 8
+# what stays the same when an experiment is answered again -> (slots, prefix cache); slots None:
+# the experiment's batch size
+REPRODUCIBLE: dict[str, tuple[int | None, bool]] = {
+    "prompt": (1, False),  # an answer depends on its prompt alone: one at a time, read whole
+    "run": (1, True),  # a fresh re-run of the same prompts in the same order answers the same
+    "off": (None, True),  # batch_size answers in flight: greedy answers vary between runs
+}
 DEFAULT_CONTEXT = 4096
 # next-token probabilities asked for first when scoring continuations. A forced token needs no
 # rank: the request reports its probability from the whole vocabulary (the chat template's "\n"
@@ -120,6 +138,21 @@ def llamacpp_build() -> str:
     return " ".join(str(xllamacpp.get_system_info()).split())
 
 
+def llamacpp_identity(gguf: str | Path, *, sha256: str | None = None, slots: int,
+                      prefix_cache: bool) -> dict[str, Any]:
+    """What determines a llama.cpp model's outputs short of the prompt, decoding and LoRAs:
+    the backend, the GGUF (``gguf_identity``), the device, the build (its CPU features), the
+    binding's version, and how prompts are batched (``slots`` decoded together, whether a
+    prompt's prefix shared with the previous one is reused): answers batched one way differ
+    from answers batched another, so neither is served for the other from a cache."""
+    from core.versions import package_versions
+
+    return {"backend": "llamacpp", "gguf": gguf_identity(gguf, sha256),
+            "device": llamacpp_device(), "build": llamacpp_build(),
+            "slots": slots, "prefix_cache": prefix_cache,
+            "versions": package_versions(("xllamacpp",))}
+
+
 def binding_available() -> bool:
     """Whether the llama.cpp binding (``xllamacpp``) is installed."""
     import importlib.util
@@ -133,7 +166,9 @@ class LlamaCppGenerator:
     ``tokenizer`` (a transformers tokenizer of the same model) counts tokens for prompt budgets;
     ``parallel`` is the number of sequences decoded together; ``context`` the tokens each of them
     may hold (prompt + answer; default: the model's own length, capped at 4096); ``threads`` the
-    CPU threads (default: every core this process may use).
+    CPU threads (default: every core this process may use); ``prefix_cache``: a slot reads a
+    prompt from where it parts from the slot's previous one (off: every prompt read whole; see
+    the module docstring).
     """
 
     strategies = STRATEGIES
@@ -141,7 +176,7 @@ class LlamaCppGenerator:
     def __init__(self, gguf: str | Path, tokenizer: Any, *, name: str | None = None,
                  parallel: int = DEFAULT_PARALLEL, context: int | None = None,
                  threads: int | None = None, progress: bool = True,
-                 loras: Sequence[str | Path] = ()) -> None:
+                 loras: Sequence[str | Path] = (), prefix_cache: bool = True) -> None:
         if parallel < 1:
             raise UserError(f"parallel must be at least 1, not {parallel}")
         self.path = Path(gguf).expanduser()
@@ -152,7 +187,7 @@ class LlamaCppGenerator:
             raise UserError("the llama.cpp backend needs the xllamacpp package: "
                             "pip install xllamacpp (or use --backend transformers)")
         self.tokenizer, self.name = tokenizer, name or self.path.stem
-        self.parallel, self.progress = parallel, progress
+        self.parallel, self.progress, self.prefix_cache = parallel, progress, prefix_cache
         declared = gguf_context_length(self.path) or DEFAULT_CONTEXT
         self._window = min(context or min(declared, DEFAULT_CONTEXT), declared)
         self.threads = threads or len(os.sched_getaffinity(0))
@@ -172,15 +207,11 @@ class LlamaCppGenerator:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What determines this generator's outputs short of the prompt and decoding: the
-        backend, the GGUF (``gguf_identity``), the device, the binding's build (its CPU
-        features), the LoRA GGUFs loaded and which one answers, and the binding's version."""
-        from core.versions import package_versions
-
-        return {"backend": "llamacpp", "gguf": gguf_identity(self.path),
-                "device": llamacpp_device(), "build": llamacpp_build(),
-                "loras": [gguf_identity(p) for p in self.loras], "active": self.active,
-                "versions": package_versions(("xllamacpp",))}
+        """What determines this generator's outputs short of the prompt and decoding
+        (``llamacpp_identity``), with the LoRA GGUFs loaded and which one answers."""
+        return {**llamacpp_identity(self.path, slots=self.parallel,
+                                    prefix_cache=self.prefix_cache),
+                "loras": [gguf_identity(p) for p in self.loras], "active": self.active}
 
     # --- the Generator protocol ----------------------------------------------------------
 
@@ -359,7 +390,7 @@ class LlamaCppGenerator:
         # answer is computed on a prefix another adapter read
         seed = d.seed if d.strategy == "greedy" else prompt_seed(d.seed, prompt)
         body: dict[str, Any] = {"max_tokens": d.max_new_tokens, "seed": seed,
-                                "stop": list(d.stop), "cache_prompt": True}
+                                "stop": list(d.stop), "cache_prompt": self.prefix_cache}
         body.update(self._lora_field())
         if d.strategy == "greedy":
             body.update(temperature=0.0, top_k=1)
@@ -415,6 +446,6 @@ def _call(server: Any, request: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     return reply
 
 
-__all__ = ["ALL_TOKENS", "SCORE_TOP", "STRATEGIES", "LlamaCppGenerator", "binding_available",
-           "check_strategy", "gguf_context_length", "gguf_file_type", "gguf_identity",
-           "llamacpp_device"]
+__all__ = ["ALL_TOKENS", "REPRODUCIBLE", "SCORE_TOP", "STRATEGIES", "LlamaCppGenerator",
+           "binding_available", "check_strategy", "gguf_context_length", "gguf_file_type",
+           "gguf_identity", "llamacpp_build", "llamacpp_device", "llamacpp_identity"]

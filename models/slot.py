@@ -46,10 +46,13 @@ class ModelSlot:
     """One in-process model shared by the generators on it, with an optional LoRA adapter."""
 
     def __init__(self, name: str | Path, options: LoadOptions = LoadOptions(),
-                 batch_size: int = 8, progress: bool = True, backend: str = "transformers"
-                 ) -> None:
+                 batch_size: int = 8, progress: bool = True, backend: str = "transformers",
+                 reproducible: str = "off") -> None:
         self.name, self.options = str(name), options
         self.batch_size, self.progress = batch_size, progress
+        # on llama.cpp, what a re-run reproduces: "prompt", "run" or "off"
+        # (models.gen_llamacpp.REPRODUCIBLE: slots and prefix reuse)
+        self.reproducible = reproducible
         self.model: Any = None
         self.adapter: Path | None = None
         self._generator: TransformersGenerator | None = None
@@ -99,11 +102,25 @@ class ModelSlot:
                 loras.append(export_lora_gguf(self.adapter, gguf))
             start = time.perf_counter()
             self._llama = LlamaCppGenerator(gguf, self.tokenizer, name=self.name,
-                                            parallel=self.batch_size, progress=self.progress,
-                                            loras=loras)
+                                            parallel=self.slots, progress=self.progress,
+                                            loras=loras, prefix_cache=self.prefix_cache)
             self._llama.server()
             self.load_s += time.perf_counter() - start
         return self._llama.with_adapter(0 if adapter is not None else None)
+
+    @property
+    def slots(self) -> int:
+        """Sequences llama.cpp decodes together (``reproducible`` "off": ``batch_size``)."""
+        from models.gen_llamacpp import REPRODUCIBLE
+
+        return REPRODUCIBLE[self.reproducible][0] or self.batch_size
+
+    @property
+    def prefix_cache(self) -> bool:
+        """Whether llama.cpp reads a prompt from where it parts from the slot's previous one."""
+        from models.gen_llamacpp import REPRODUCIBLE
+
+        return REPRODUCIBLE[self.reproducible][1]
 
     @cached_property
     def ref(self) -> ModelRef:
@@ -119,19 +136,15 @@ class ModelSlot:
         the load options as given and as they resolve on this machine (dtype, device type,
         quantization: ``models.gen_transformers.load_identity``), and the library versions. On
         llama.cpp, also the GGUF it runs (file, sha256, file type, i.e. its quantization) and
-        the device llama.cpp computes on (which also scores continuations) and the CPU features
-        its build was compiled with."""
+        the device llama.cpp computes on (which also scores continuations), the CPU features
+        its build was compiled with and how it batches (``models.gen_llamacpp.llamacpp_identity``).
+        """
         from models.gen_transformers import load_identity
         from models.loading import model_fingerprint_of
 
         if self.generates_with == "llamacpp":
             from models.backends import gguf_of
-            from models.gen_llamacpp import (
-                SCORE_TOP,
-                gguf_identity,
-                llamacpp_build,
-                llamacpp_device,
-            )
+            from models.gen_llamacpp import SCORE_TOP, llamacpp_identity
 
             gguf = gguf_of(self.ref)
             assert gguf is not None  # generates_with checked it
@@ -140,10 +153,9 @@ class ModelSlot:
                 from models.bundled import BUNDLED
 
                 known = BUNDLED.get(self.ref.name).sha256
-            return {"backend": "llamacpp", "model": self.name,
-                    "fingerprint": model_fingerprint_of(self.ref),
-                    "gguf": gguf_identity(gguf, known), "device": llamacpp_device(),
-                    "build": llamacpp_build(),
+            return {**llamacpp_identity(gguf, sha256=known, slots=self.slots,
+                                        prefix_cache=self.prefix_cache),
+                    "model": self.name, "fingerprint": model_fingerprint_of(self.ref),
                     "scoring": {"backend": "llamacpp", "first_read": SCORE_TOP},
                     "versions": package_versions((*VERSIONED, "xllamacpp"))}
         return {"backend": "transformers", "model": self.name,

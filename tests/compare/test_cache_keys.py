@@ -238,6 +238,32 @@ def test_backend_and_gguf_file_type_change_the_slot_key(tiny_llama_dir: Path, tm
                                {"llama.cpp, native build": native.identity})
 
 
+def test_how_llamacpp_batches_changes_the_slot_key(tiny_llama_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # answers batched one way are not answers batched another: none is served for the other
+    pytest.importorskip("xllamacpp")
+    import models.backends
+
+    on_cpu(monkeypatch)
+    gguf = write_gguf(tmp_path / "q4.gguf", 15)
+    monkeypatch.setattr(models.backends, "gguf_of", lambda ref: gguf)
+
+    def identity(**kwargs: Any) -> dict[str, Any]:
+        slot = ModelSlot(str(tiny_llama_dir), progress=False, backend="llamacpp", **kwargs)
+        slot.__dict__["generates_with"] = "llamacpp"
+        return slot.identity
+
+    run = identity(batch_size=8, reproducible="run")
+    assert (run["slots"], run["prefix_cache"]) == (1, True)
+    assert identity(batch_size=4, reproducible="run") == run  # batch_size: no effect then
+    prompt = identity(batch_size=8, reproducible="prompt")
+    assert (prompt["slots"], prompt["prefix_cache"]) == (1, False)
+    eight, four = identity(batch_size=8), identity(batch_size=4)  # "off": the slot's default
+    assert (eight["slots"], eight["prefix_cache"]) == (8, True)
+    assert_each_variant_misses(tmp_path, run, {"whole prompts": prompt, "8 slots": eight,
+                                               "4 slots": four})
+
+
 # --- adapters --------------------------------------------------------------------------------
 
 
@@ -477,3 +503,25 @@ def test_llamacpp_requests_carry_each_prompts_seed(tmp_path: Path) -> None:
     identity = gen.identity
     assert identity["backend"] == "llamacpp" and identity["gguf"]["file_type"] == "MOSTLY_Q4_K_M"
     assert identity["build"].startswith("CPU :")
+    assert all(b["cache_prompt"] for b in server.bodies)  # batched: a slot's prefix reused
+
+
+def test_without_the_prefix_cache_every_prompt_is_read_whole(tmp_path: Path) -> None:
+    pytest.importorskip("xllamacpp")
+    from models.gen_llamacpp import LlamaCppGenerator
+
+    bodies: list[dict[str, Any]] = []
+
+    class Server:
+        def handle_chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+            bodies.append(body)
+            return {"choices": [{"message": {"content": "ok"}}], "usage": {}}
+
+        handle_completions = handle_chat_completions
+
+    gen = LlamaCppGenerator(write_gguf(tmp_path / "m.gguf", 15), None, parallel=1,
+                            progress=False, prefix_cache=False)
+    gen._shared["server"] = Server()
+    gen.generate(PROMPTS, Decoding())
+    assert [b["cache_prompt"] for b in bodies] == [False] * len(PROMPTS)
+    assert (gen.identity["slots"], gen.identity["prefix_cache"]) == (1, False)

@@ -121,3 +121,27 @@ def test_cli_flags_set_the_retriever_options() -> None:
     assert (cfg.dedup, cfg.rrf_k, cfg.title_boost, cfg.reranker, cfg.k, cfg.context_tokens) == (
         "none", 5, False, "/ce", 4, 300)
     assert _config(build_parser().parse_args(["run"])).title_boost is True
+
+
+def test_reproducible_is_checked_and_set_from_the_cli() -> None:
+    import compare.cli
+    from compare.cli import _config
+
+    with pytest.raises(UserError, match="reproducible must be one of prompt, run, off"):
+        ExperimentConfig(reproducible="yes")
+    parse = compare.cli.build_parser().parse_args
+    assert _config(parse(["run"])).reproducible == "run"
+    assert _config(parse(["run", "--reproducible", "prompt"])).reproducible == "prompt"
+
+
+def test_the_experiment_says_how_llamacpp_batches_its_slots(tmp_path: Path,
+                                                           tiny_llama_dir: Path) -> None:
+    from compare.systems import SystemFactory
+
+    for mode, slots, prefix in (("run", 1, True), ("prompt", 1, False), ("off", 4, True)):
+        factory = SystemFactory(ExperimentConfig(cache=str(tmp_path / "c.db"), batch_size=4,
+                                                 reproducible=mode), progress=False)
+        gen, _ = factory._default_generator(str(tiny_llama_dir), None)
+        slot = gen.slot  # type: ignore[attr-defined]
+        assert (slot.slots, slot.prefix_cache) == (slots, prefix)
+        factory.close()

@@ -308,6 +308,44 @@ def test_judge_reliability_from_agreement_and_unparsed_replies() -> None:
                                                                 QUESTIONS))
 
 
+def test_reproducibility_says_how_each_column_was_batched() -> None:
+    whole = {"backend": "llamacpp", "slots": 1, "prefix_cache": False}
+    results = results_for(None, config={"questions": [], "batch_size": 8})
+    systems = results["provenance"]["systems"]
+    for col in systems:
+        systems[col]["generator"] = whole
+    t = by_id(threats_to_validity(results, [], QUESTIONS))["reproducibility"]
+    assert t["severity"] == "info"
+    assert t["finding"].startswith("base, rag, finetuned, rag+finetuned: llama.cpp answered one "
+                                   "prompt at a time and read each whole")
+    # one column batched 8 at a time: warned, with the measured effect and the way out; one
+    # reusing prefixes: said what a re-run reproduces, not warned
+    systems["rag"]["generator"] = {**whole, "slots": 8, "prefix_cache": True}
+    systems["base"]["generator"] = {**whole, "prefix_cache": True}
+    systems["finetuned"]["generator"] = {"backend": "transformers"}
+    results["judge"] = {"model": "j", "identity": {"role": "judge", **whole, "slots": 8,
+                                                   "prefix_cache": True}}
+    t = by_id(threats_to_validity(results, [], QUESTIONS))["reproducibility"]
+    assert t["severity"] == "warning"
+    assert t["data"]["backends"] == {"llamacpp-run": ["base"],
+                                     "llamacpp-8": ["rag", "the judge"],
+                                     "transformers": ["finetuned"],
+                                     "llamacpp-prompt": ["rag+finetuned"]}
+    assert "rag, the judge: llama.cpp with 8 answers in flight" in t["finding"]
+    assert "16 of 82 greedy answers differed" in t["finding"]
+    assert "base: llama.cpp answered one prompt at a time, reading each from where" in t["finding"]
+    assert "18 of 82 answers differ from those of whole reads" in t["finding"]
+    assert "finetuned: transformers, prompts in padded batches of up to 8" in t["finding"]
+    # a run from before the batching was recorded: said, not guessed
+    for col in ("rag", "base"):
+        systems[col]["generator"] = {"backend": "llamacpp"}
+    del results["judge"]
+    t = by_id(threats_to_validity(results, [], QUESTIONS))["reproducibility"]
+    assert t["severity"] == "info" and "how it batched was not recorded" in t["finding"]
+    assert "reproducibility" not in by_id(threats_to_validity(results_for(None), [],
+                                                              QUESTIONS))
+
+
 def test_multiplicity_counts_overturned_verdicts() -> None:
     # Holm by hand on p = 0.01, 0.03, 0.2: 0.01*3 = 0.03; max(0.03, 0.03*2) = 0.06;
     # max(0.06, 0.2*1) = 0.2 -> 2 raw p < 0.05, 1 stays significant
