@@ -400,6 +400,19 @@ def threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def compile_training() -> None:
+    """Make ``finetune.train.train`` build its trainer with ``torch_compile=True`` (a probe of
+    the lever, not a project setting)."""
+    import finetune.train
+
+    plain = finetune.train.sft_args
+
+    def compiled(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(plain(*args, **kwargs), torch_compile=True)
+
+    finetune.train.sft_args = compiled
+
+
 def main() -> None:
     """Peaks, then per pair kind one alternating run (and the loss curves); one JSON record."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -426,7 +439,12 @@ def main() -> None:
     parser.add_argument("--step-peak-seconds", type=float, default=0.5,
                         help="bf16 matmul peak before every timed step")
     parser.add_argument("--out", type=Path, help="also write the JSON record here")
+    parser.add_argument("--compile", action="store_true",
+                        help="train under torch.compile (the trainer's torch_compile, inductor); "
+                             "give --warmup steps enough to absorb the compilation")
     args = parser.parse_args()
+    if args.compile:
+        compile_training()
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not chosen or set(chosen) - set(VARIANTS):
         parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
@@ -456,6 +474,7 @@ def main() -> None:
                 "fp32": matmul_peak(torch.float32, args.matmul_size, args.peak_seconds)}
     record = {
         "config": args.config, "model": config.model, "overrides": parse_sets(args.set),
+        "torch_compile": args.compile,
         "threads": thread_count or torch.get_num_threads(), "steps": args.steps,
         "warmup": args.warmup, "max_seq_length": config.max_seq_length,
         "per_device_train_batch_size": config.per_device_train_batch_size,

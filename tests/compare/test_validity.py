@@ -336,6 +336,7 @@ def test_reproducibility_says_how_each_column_was_batched() -> None:
     assert "base: llama.cpp answered one prompt at a time, reading each from where" in t["finding"]
     assert "18 of 82 answers differ from those of whole reads" in t["finding"]
     assert "finetuned: transformers, prompts in padded batches of up to 8" in t["finding"]
+    assert "batches of 8 and of 1 gave the same 82 greedy answers" in t["finding"]
     # a run from before the batching was recorded: said, not guessed
     for col in ("rag", "base"):
         systems[col]["generator"] = {"backend": "llamacpp"}
