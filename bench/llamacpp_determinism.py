@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    """Answer the prompts four times and print the differences."""
+    """Answer the prompts twice per mode and print the differences."""
     from core.cli import offline_environment
     from models.backends import gguf_of
     from models.gen_llamacpp import LlamaCppGenerator
@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--limit", type=int, default=None, help="the first N prompts only")
     parser.add_argument("--modes", default="8,1,r",
-                        help="comma-separated: a number of slots, or r (reproducible)")
+                        help="comma-separated: a number of slots, or r (1 slot, read whole)")
     parser.add_argument("--transformers", action="store_true",
                         help="transformers batches of each mode's size instead (no r)")
     args = parser.parse_args()
@@ -64,16 +64,20 @@ def main() -> int:
             tokens.append(sum(g.completion_tokens for g in outs))
             del gen
             gc.collect()
-        differ = sum(a != b for a, b in zip(texts[(mode, 1)], texts[(mode, 2)], strict=True))
-        label = "reproducible" if mode == "r" else f"parallel {mode}"
+        differ = differing(texts[(mode, 1)], texts[(mode, 2)])
+        label = "1 slot, read whole" if mode == "r" else f"parallel {mode}"
         print(f"{label}: {differ}/{len(prompts)} answers differ between two fresh "
               f"servers; seconds {seconds[0]:.1f} / {seconds[1]:.1f}; answer tokens/s "
               f"{tokens[0] / seconds[0]:.1f} / {tokens[1] / seconds[1]:.1f}", flush=True)
     for mode in modes[1:]:
-        differ = sum(a != b for a, b in zip(texts[(modes[0], 1)], texts[(mode, 1)],
-                                            strict=True))
+        differ = differing(texts[(modes[0], 1)], texts[(mode, 1)])
         print(f"{modes[0]} vs {mode}: {differ}/{len(prompts)} differ")
     return 0
+
+
+def differing(a: list[str], b: list[str]) -> int:
+    """How many answers of two passes over the same prompts differ."""
+    return sum(x != y for x, y in zip(a, b, strict=True))
 
 
 def transformers_batches(prompts: list, decoding: object, sizes: list[int]) -> int:
@@ -95,7 +99,7 @@ def transformers_batches(prompts: list, decoding: object, sizes: list[int]) -> i
         del gen
         gc.collect()
     for size in sizes[1:]:
-        differ = sum(a != b for a, b in zip(texts[sizes[0]], texts[size], strict=True))
+        differ = differing(texts[sizes[0]], texts[size])
         print(f"transformers batch {sizes[0]} vs {size}: {differ}/{len(prompts)} differ")
     return 0
 
